@@ -1,0 +1,229 @@
+"""Typed settings (environment, `BILLOPS_` prefix) and the YAML policy file.
+
+Settings hold secrets and addresses; the policy file holds behaviour (modes, thresholds, retry
+schedules, approvals, templates). Both are validated at start-up and an invalid value stops the
+process with a message that names the field.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import threading
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from billops.errors import ConfigError
+
+DATA_DIR = Path(__file__).parent / "data"
+DEFAULT_POLICY_FILE = DATA_DIR / "policy.yaml"
+
+Mode = Literal["shadow", "assist", "auto"]
+
+
+def format_validation_error(source: str, exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(root)"
+        parts.append(f"{loc}: {err['msg']}")
+    return f"{source}: invalid " + "; ".join(parts)
+
+
+class Settings(BaseSettings):
+    """Process settings. Every field can be set as `BILLOPS_<FIELD>` in the environment or a `.env` file."""
+
+    model_config = SettingsConfigDict(env_prefix="BILLOPS_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Field(default=Path(".billops"), description="Where the embedded SQLite database lives.")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL. Default: sqlite:///<data_dir>/billops.db"
+    )
+    policy_file: Path | None = Field(default=None, description="YAML policy file. Default: the packaged one.")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8400, ge=1, le=65535)
+    api_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token for /api/*. Without one the API answers loopback clients only.",
+    )
+
+    # Stripe
+    stripe_api_key: SecretStr | None = Field(default=None, description="Restricted key rk_… (or sk_…).")
+    stripe_api_base: str | None = Field(default=None, description="Override the API address (tests: localstripe).")
+    stripe_webhook_secrets: dict[str, list[SecretStr]] = Field(
+        default_factory=dict,
+        description='Per endpoint, the accepted signing secrets: {"default": ["whsec_new", "whsec_old"]}.',
+    )
+    webhook_tolerance_seconds: int = Field(default=300, ge=1, le=3600)
+    webhook_max_bytes: int = Field(default=512 * 1024, ge=1024)
+
+    # Durable workflows
+    executor_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+    workflow_version: str = Field(
+        default="billops-wf-1",
+        description="DBOS application_version. Bump only when workflow code changes incompatibly.",
+    )
+    worker_concurrency: int = Field(default=8, ge=1, le=256)
+    run_workers: bool = Field(default=True, description="Run workflows in this process (false: ingest only).")
+
+    log_level: str = "INFO"
+    log_json: bool = False
+
+    @field_validator("stripe_webhook_secrets")
+    @classmethod
+    def _secrets_look_right(cls, v: dict[str, list[SecretStr]]) -> dict[str, list[SecretStr]]:
+        for endpoint, secrets in v.items():
+            if not secrets:
+                raise ValueError(f"endpoint {endpoint!r} has no secret")
+            for s in secrets:
+                if not s.get_secret_value().startswith("whsec_"):
+                    raise ValueError(f"endpoint {endpoint!r}: a secret does not start with 'whsec_'")
+        return v
+
+    @field_validator("database_url")
+    @classmethod
+    def _url_supported(cls, v: str | None) -> str | None:
+        if v is not None and not (v.startswith("sqlite") or v.startswith("postgresql")):
+            raise ValueError("only sqlite:/// and postgresql:// URLs are supported")
+        return v
+
+    @property
+    def db_url(self) -> str:
+        if self.database_url:
+            url = self.database_url
+            if url.startswith("postgresql://") or url.startswith("postgres://"):
+                url = "postgresql+psycopg://" + url.split("://", 1)[1]
+            return url
+        return f"sqlite:///{(self.data_dir / 'billops.db').resolve()}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.db_url.startswith("sqlite")
+
+
+def load_settings(**overrides: Any) -> Settings:
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error("settings (BILLOPS_* environment)", exc)) from exc
+
+
+# ---------------------------------------------------------------- policy file
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RecoveryThresholds(_Strict):
+    auto_retry_above: int = Field(default=85, ge=0, le=100)
+    notify_from: int = Field(default=50, ge=0, le=100)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RecoveryThresholds:
+        if self.notify_from > self.auto_retry_above:
+            raise ValueError("notify_from must not exceed auto_retry_above")
+        return self
+
+
+class RecoveryPolicy(_Strict):
+    thresholds: RecoveryThresholds = RecoveryThresholds()
+    retry_schedule_hours: dict[Literal["auto_retry", "retry_and_notify", "human_review"], list[float]] = Field(
+        default_factory=lambda: {
+            "auto_retry": [24, 96, 168],
+            "retry_and_notify": [48, 120, 216],
+            "human_review": [],
+        }
+    )
+    max_retries: int = Field(default=4, ge=0, le=15)
+    window_days: int = Field(default=21, ge=1, le=60)
+    high_value_minor: int = Field(
+        default=50_000, ge=0, description="Amounts at or above this (minor units) count as high value."
+    )
+    context_wait_seconds: float = Field(default=10, ge=0, le=600)
+    manage_platform_retries: bool = Field(
+        default=True, description="In auto mode, turn off the platform's own retries for invoices BillOps manages."
+    )
+
+    @field_validator("retry_schedule_hours")
+    @classmethod
+    def _positive(cls, v: dict[str, list[float]]) -> dict[str, list[float]]:
+        for route, hours in v.items():
+            if any(h <= 0 for h in hours):
+                raise ValueError(f"{route}: retry offsets must be positive hours")
+            if hours != sorted(hours):
+                raise ValueError(f"{route}: retry offsets must be ascending")
+        return v
+
+
+class ApprovalPolicy(_Strict):
+    timeout_hours: float = Field(default=48, gt=0)
+    timeout_outcome: Literal["reject", "approve"] = Field(
+        default="reject", description="What happens when nobody decides in time. Default: nothing is executed."
+    )
+
+
+class Policy(_Strict):
+    version: str
+    modes: dict[Literal["recovery"], Mode] = Field(default_factory=lambda: {"recovery": "shadow"})
+    recovery: RecoveryPolicy = RecoveryPolicy()
+    approvals: ApprovalPolicy = ApprovalPolicy()
+    templates: str = Field(default="recovery-v1", description="Template set under drafting/templates/.")
+    network_rules: str = Field(default="builtin", description="'builtin' or a path to a network rules YAML file.")
+    declines: str = Field(default="builtin", description="'builtin' or a path to a decline taxonomy YAML file.")
+
+    # Filled by the loader, not by the file.
+    digest: str = ""
+
+    @property
+    def full_version(self) -> str:
+        return f"{self.version}+{self.digest[:10]}" if self.digest else self.version
+
+    def mode(self, workflow: Literal["recovery"]) -> Mode:
+        return self.modes.get(workflow, "shadow")
+
+
+def parse_policy(text: str, source: str) -> Policy:
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"policy file {source}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"policy file {source}: expected a mapping at the top level")
+    raw.pop("digest", None)
+    try:
+        policy = Policy.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(f"policy file {source}", exc)) from exc
+    return policy.model_copy(update={"digest": hashlib.sha256(text.encode()).hexdigest()})
+
+
+_policy_lock = threading.Lock()
+_policy_cache: dict[Path, tuple[float, Policy]] = {}
+
+
+def load_policy(path: Path | None = None) -> Policy:
+    """Load (and cache by modification time) the policy file, so an edited file takes effect without restart."""
+    path = (path or DEFAULT_POLICY_FILE).resolve()
+    try:
+        mtime = path.stat().st_mtime
+    except FileNotFoundError as exc:
+        raise ConfigError(f"policy file {path}: not found") from exc
+    with _policy_lock:
+        hit = _policy_cache.get(path)
+        if hit and hit[0] == mtime:
+            return hit[1]
+        policy = parse_policy(path.read_text(encoding="utf-8"), str(path))
+        _policy_cache[path] = (mtime, policy)
+        return policy
+
+
+@lru_cache(maxsize=1)
+def default_policy() -> Policy:
+    return load_policy(DEFAULT_POLICY_FILE)

@@ -1,0 +1,173 @@
+"""Write and read the mirror. An upsert only applies when its source time is not older than what is
+stored, so webhooks arriving out of order (or a backfill racing webhooks) never regress an object."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from billops.domain import (
+    CanonicalEvent,
+    Customer,
+    Invoice,
+    PaymentAttempt,
+    PaymentMethod,
+    Subscription,
+)
+from billops.store.models import (
+    CustomerRow,
+    InvoiceRow,
+    MirrorMixin,
+    PaymentAttemptRow,
+    PaymentMethodRow,
+    SubscriptionRow,
+)
+
+BillingObject = Customer | Subscription | Invoice | PaymentAttempt | PaymentMethod
+T = TypeVar("T", Customer, Subscription, Invoice, PaymentAttempt, PaymentMethod)
+
+_ROW: dict[type, type[MirrorMixin]] = {
+    Customer: CustomerRow,
+    Subscription: SubscriptionRow,
+    Invoice: InvoiceRow,
+    PaymentAttempt: PaymentAttemptRow,
+    PaymentMethod: PaymentMethodRow,
+}
+
+
+def _columns(obj: BillingObject) -> dict[str, Any]:
+    if isinstance(obj, Customer):
+        return {"email": obj.email, "created_at": obj.created_at}
+    if isinstance(obj, Subscription):
+        return {"customer_id": obj.customer_id, "status": obj.status}
+    if isinstance(obj, Invoice):
+        return {
+            "customer_id": obj.customer_id,
+            "subscription_id": obj.subscription_id,
+            "status": obj.status.value,
+            "amount_due": obj.amount_due,
+            "amount_remaining": obj.amount_remaining,
+            "currency": obj.currency,
+            "created_at": obj.created_at,
+        }
+    if isinstance(obj, PaymentAttempt):
+        return {
+            "invoice_id": obj.invoice_id,
+            "customer_id": obj.customer_id,
+            "attempted_at": obj.attempted_at,
+            "outcome": obj.outcome,
+            "amount": obj.amount,
+            "currency": obj.currency,
+            "decline_code": obj.decline.code if obj.decline else None,
+            "decline_category": obj.decline.category.value if obj.decline else None,
+            "card_fingerprint": obj.card.fingerprint if obj.card else None,
+        }
+    if isinstance(obj, PaymentMethod):
+        return {"customer_id": obj.customer_id}
+    raise TypeError(f"not a billing object: {type(obj).__name__}")
+
+
+def _merge_missing(new: dict[str, Any], old: dict[str, Any]) -> dict[str, Any]:
+    """Keep fields the newer payload does not carry (e.g. a thin event without card details)."""
+    merged = dict(old)
+    for k, v in new.items():
+        if v is None and old.get(k) is not None:
+            continue
+        if isinstance(v, dict) and isinstance(old.get(k), dict):
+            merged[k] = _merge_missing(v, old[k])
+        else:
+            merged[k] = v
+    return merged
+
+
+class Mirror:
+    def __init__(self, session: Session) -> None:
+        self.s = session
+
+    def upsert(self, obj: BillingObject, *, source_time: datetime, source: str = "webhook") -> bool:
+        """Insert or update; returns False when the stored copy is newer (nothing changed)."""
+        model = _ROW[type(obj)]
+        row = self.s.get(model, (obj.platform, obj.id))
+        data = obj.model_dump(mode="json")
+        if row is None:
+            row = model(
+                platform=obj.platform, id=obj.id, data=data, source_updated_at=source_time, source=source,
+                **_columns(obj),
+            )
+            self.s.add(row)
+            return True
+        if source_time < row.source_updated_at:
+            return False
+        merged = _merge_missing(data, row.data)
+        merged_obj = type(obj).model_validate(merged)
+        row.data = merged_obj.model_dump(mode="json")
+        for k, v in _columns(merged_obj).items():
+            setattr(row, k, v)
+        row.source_updated_at = source_time
+        row.source = source
+        return True
+
+    def apply_event(self, event: CanonicalEvent) -> list[str]:
+        """Apply every object an event carries; returns what changed, e.g. ['invoice in_1']."""
+        changed = []
+        for obj in (event.customer, event.subscription, event.payment_method, event.invoice, event.attempt):
+            if obj is not None and self.upsert(obj, source_time=event.occurred_at):
+                changed.append(f"{type(obj).__name__.lower()} {obj.id}")
+        if event.payment_method is not None and event.event_type.endswith(".detached"):
+            row = self.s.get(PaymentMethodRow, (event.platform, event.payment_method.id))
+            if row is not None:
+                row.detached = True
+        return changed
+
+    # ---- reads
+    def get(self, kind: type[T], platform: str, obj_id: str) -> T | None:
+        row = self.s.get(_ROW[kind], (platform, obj_id))
+        return kind.model_validate(row.data) if row else None
+
+    def attempts_for_invoice(self, platform: str, invoice_id: str) -> list[PaymentAttempt]:
+        rows = self.s.scalars(
+            sa.select(PaymentAttemptRow)
+            .where(PaymentAttemptRow.platform == platform, PaymentAttemptRow.invoice_id == invoice_id)
+            .order_by(PaymentAttemptRow.attempted_at)
+        )
+        return [PaymentAttempt.model_validate(r.data) for r in rows]
+
+    def attempts_for_customer(
+        self, platform: str, customer_id: str, *, before: datetime | None = None, days: int = 365
+    ) -> list[PaymentAttempt]:
+        q = sa.select(PaymentAttemptRow).where(
+            PaymentAttemptRow.platform == platform, PaymentAttemptRow.customer_id == customer_id
+        )
+        if before is not None:
+            q = q.where(PaymentAttemptRow.attempted_at <= before,
+                        PaymentAttemptRow.attempted_at >= before - timedelta(days=days))
+        return [PaymentAttempt.model_validate(r.data) for r in self.s.scalars(q.order_by(PaymentAttemptRow.attempted_at))]
+
+    def attempts_for_card(self, platform: str, fingerprint: str, since: datetime) -> list[PaymentAttempt]:
+        rows = self.s.scalars(
+            sa.select(PaymentAttemptRow).where(
+                PaymentAttemptRow.platform == platform,
+                PaymentAttemptRow.card_fingerprint == fingerprint,
+                PaymentAttemptRow.attempted_at >= since,
+            )
+        )
+        return [PaymentAttempt.model_validate(r.data) for r in rows]
+
+    def payment_methods(self, platform: str, customer_id: str) -> list[PaymentMethod]:
+        rows = self.s.scalars(
+            sa.select(PaymentMethodRow).where(
+                PaymentMethodRow.platform == platform,
+                PaymentMethodRow.customer_id == customer_id,
+                PaymentMethodRow.detached.is_(False),
+            )
+        )
+        return [PaymentMethod.model_validate(r.data) for r in rows]
+
+    def counts(self) -> dict[str, int]:
+        return {
+            m.__tablename__: self.s.scalar(sa.select(sa.func.count()).select_from(m)) or 0  # type: ignore[attr-defined]
+            for m in _ROW.values()
+        }

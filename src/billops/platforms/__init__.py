@@ -1,0 +1,1 @@
+"""Billing platforms, each behind one small interface (base.py) with capability flags."""

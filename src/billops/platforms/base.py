@@ -1,0 +1,66 @@
+"""The interface every billing platform client implements, and its capability flags.
+
+Workflows only talk to this interface; vendor details stay in the platform's own package.
+Every write takes an `idempotency_key` derived from the workflow id and step, so a replay after a
+crash never writes twice (where the platform has no idempotency keys, the client guarantees
+at-most-once itself and says so in its docs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, runtime_checkable
+
+from billops.domain import Customer, Invoice, PaymentAttempt, PaymentMethod, Subscription
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    retry_invoice: bool = False  # pay/collect an open invoice now
+    disable_native_retries: bool = False  # stop the platform's own dunning for one invoice
+    write_note: bool = False  # attach a note/metadata to the invoice
+    card_update_link: bool = False  # a hosted page where the customer updates the card
+    pay_with_other_method: bool = False  # pay an invoice with a given stored payment method
+    idempotency_keys: bool = False  # the platform deduplicates writes by key
+    backfill: bool = False
+
+
+@dataclass
+class PayResult:
+    outcome: Literal["succeeded", "failed", "already_settled"]
+    invoice: Invoice
+    attempt: PaymentAttempt | None = None
+    message: str = ""
+
+
+@dataclass
+class BackfillPage:
+    """One page of a backfill: the objects and the cursor to resume after them."""
+
+    items: list[Customer | Subscription | Invoice | PaymentAttempt | PaymentMethod] = field(default_factory=list)
+    next_cursor: str | None = None  # None: this was the last page
+
+
+@runtime_checkable
+class PlatformClient(Protocol):
+    platform: str
+    capabilities: Capabilities
+
+    # reads
+    def get_invoice(self, invoice_id: str) -> Invoice: ...
+    def get_customer(self, customer_id: str) -> Customer: ...
+    def latest_attempt(self, invoice: Invoice) -> PaymentAttempt | None: ...
+    def list_payment_methods(self, customer_id: str) -> list[PaymentMethod]: ...
+
+    # writes (each with an idempotency key)
+    def pay_invoice(
+        self, invoice_id: str, *, idempotency_key: str, payment_method_id: str | None = None
+    ) -> PayResult: ...
+    def set_native_retries(self, invoice_id: str, enabled: bool, *, idempotency_key: str) -> None: ...
+    def write_note(self, invoice_id: str, note: dict[str, str], *, idempotency_key: str) -> None: ...
+    def card_update_link(self, customer_id: str, *, return_url: str | None, idempotency_key: str) -> str: ...
+
+    # backfill: resources are "customers", "subscriptions", "invoices", "payment_attempts", "payment_methods"
+    def backfill_resources(self) -> list[str]: ...
+    def backfill_page(self, resource: str, cursor: str | None, page_size: int) -> BackfillPage: ...

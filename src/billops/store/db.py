@@ -1,0 +1,105 @@
+"""One `Database` per process: the engine (SQLite in WAL mode, or PostgreSQL), sessions, migrations.
+
+SQLite write transactions start with BEGIN IMMEDIATE so that concurrent writers queue on the
+database lock instead of failing half-way on a snapshot upgrade; PostgreSQL uses its defaults.
+DBOS gets its own engine on the same database (it manages its own transactions).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.orm import Session, sessionmaker
+
+from billops.errors import ConfigError
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def make_engine(url: str, *, immediate: bool = True, pool_size: int = 10) -> sa.Engine:
+    """Create an engine with the settings BillOps relies on."""
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(
+            url,
+            connect_args={"timeout": 30, "check_same_thread": False, "isolation_level": None},
+            pool_size=pool_size,
+            max_overflow=20,
+        )
+        event.listen(engine, "connect", _sqlite_pragmas)
+        begin = "BEGIN IMMEDIATE" if immediate else "BEGIN"
+
+        @event.listens_for(engine, "begin")
+        def _begin(conn: sa.Connection) -> None:
+            conn.exec_driver_sql(begin)
+
+        return engine
+    return sa.create_engine(url, pool_size=pool_size, max_overflow=20, pool_pre_ping=True)
+
+
+class Database:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        self.is_sqlite = url.startswith("sqlite")
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[Session]:
+        """A transaction: committed when the block ends, rolled back (nothing half-written) on error."""
+        with self._sessions.begin() as s:
+            yield s
+
+    def reader(self) -> Session:
+        return self._sessions()
+
+    def dbos_engine(self) -> sa.Engine:
+        """A separate engine for DBOS on the same database (DBOS manages its own transactions)."""
+        if self.is_sqlite:
+            engine = sa.create_engine(
+                self.url, connect_args={"timeout": 30, "check_same_thread": False}, pool_size=20, max_overflow=20
+            )
+            event.listen(engine, "connect", _sqlite_pragmas)
+            return engine
+        return sa.create_engine(self.url, pool_size=20, max_overflow=20, pool_pre_ping=True)
+
+    def migrate(self) -> None:
+        """Bring the BillOps tables to the newest schema (Alembic upgrade head)."""
+        from alembic import command
+        from alembic.config import Config
+
+        cfg = Config()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+        cfg.set_main_option("sqlalchemy.url", self.url.replace("%", "%%"))
+        cfg.attributes["connection"] = None
+        try:
+            with self.engine.connect() as conn:
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, "head")
+                if conn.in_transaction():
+                    conn.commit()
+        except sa.exc.OperationalError as exc:
+            raise ConfigError(f"database {self.safe_url}: cannot migrate: {exc.orig}") from exc
+
+    @property
+    def safe_url(self) -> str:
+        return sa.engine.make_url(self.url).render_as_string(hide_password=True)
+
+    def dispose(self) -> None:
+        self.engine.dispose()

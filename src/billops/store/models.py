@@ -1,0 +1,209 @@
+"""All BillOps tables. Billing objects are keyed by (platform, id) and carry the canonical JSON,
+plus the columns queries need. `source_updated_at` is the platform time of the newest event applied,
+so an out-of-order older event never overwrites newer state."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC in, timezone-aware UTC out, on SQLite and PostgreSQL alike."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime refused: use timezone-aware UTC")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+JSON = sa.JSON().with_variant(sa.dialects.postgresql.JSONB(), "postgresql")
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON, list[Any]: JSON}
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class InboxEvent(Base):
+    """Every accepted webhook, stored raw exactly once per (platform, event_id)."""
+
+    __tablename__ = "inbox_events"
+    __table_args__ = (sa.UniqueConstraint("platform", "event_id", name="uq_inbox_platform_event"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    platform: Mapped[str] = mapped_column(sa.String(20))
+    event_id: Mapped[str] = mapped_column(sa.String(255))
+    event_type: Mapped[str] = mapped_column(sa.String(120), index=True)
+    endpoint: Mapped[str] = mapped_column(sa.String(100))
+    kind: Mapped[str] = mapped_column(sa.String(40), index=True)
+    occurred_at: Mapped[datetime]
+    received_at: Mapped[datetime] = mapped_column(default=_now, index=True)
+    livemode: Mapped[bool] = mapped_column(default=False)
+    payload: Mapped[str] = mapped_column(sa.Text, doc="The raw body, exactly as received.")
+    canonical: Mapped[dict[str, Any]] = mapped_column(doc="The normalized CanonicalEvent.")
+    workflow_id: Mapped[str] = mapped_column(sa.String(300), unique=True)
+    trace_id: Mapped[str] = mapped_column(sa.String(64))
+    deliveries: Mapped[int] = mapped_column(default=1)
+    last_delivery_at: Mapped[datetime] = mapped_column(default=_now)
+
+
+class MirrorMixin:
+    platform: Mapped[str] = mapped_column(sa.String(20), primary_key=True)
+    id: Mapped[str] = mapped_column(sa.String(255), primary_key=True)
+    data: Mapped[dict[str, Any]] = mapped_column(doc="The canonical object as JSON.")
+    source_updated_at: Mapped[datetime] = mapped_column(doc="Platform time of the newest applied change.")
+    updated_at: Mapped[datetime] = mapped_column(default=_now, onupdate=_now)
+    source: Mapped[str] = mapped_column(sa.String(20), default="webhook", doc="webhook | sync | billops")
+
+
+class CustomerRow(MirrorMixin, Base):
+    __tablename__ = "customers"
+    email: Mapped[str | None] = mapped_column(sa.String(320))
+    created_at: Mapped[datetime | None]
+
+
+class SubscriptionRow(MirrorMixin, Base):
+    __tablename__ = "subscriptions"
+    customer_id: Mapped[str | None] = mapped_column(sa.String(255), index=True)
+    status: Mapped[str] = mapped_column(sa.String(40))
+
+
+class InvoiceRow(MirrorMixin, Base):
+    __tablename__ = "invoices"
+    customer_id: Mapped[str | None] = mapped_column(sa.String(255), index=True)
+    subscription_id: Mapped[str | None] = mapped_column(sa.String(255))
+    status: Mapped[str] = mapped_column(sa.String(20), index=True)
+    amount_due: Mapped[int] = mapped_column(sa.BigInteger)
+    amount_remaining: Mapped[int] = mapped_column(sa.BigInteger)
+    currency: Mapped[str] = mapped_column(sa.String(3))
+    created_at: Mapped[datetime | None]
+
+
+class PaymentAttemptRow(MirrorMixin, Base):
+    __tablename__ = "payment_attempts"
+    __table_args__ = (sa.Index("ix_attempts_customer_time", "platform", "customer_id", "attempted_at"),)
+    invoice_id: Mapped[str | None] = mapped_column(sa.String(255), index=True)
+    customer_id: Mapped[str | None] = mapped_column(sa.String(255))
+    attempted_at: Mapped[datetime]
+    outcome: Mapped[str] = mapped_column(sa.String(20))
+    amount: Mapped[int] = mapped_column(sa.BigInteger)
+    currency: Mapped[str] = mapped_column(sa.String(3))
+    decline_code: Mapped[str | None] = mapped_column(sa.String(80))
+    decline_category: Mapped[str | None] = mapped_column(sa.String(20))
+    card_fingerprint: Mapped[str | None] = mapped_column(sa.String(120), index=True)
+
+
+class PaymentMethodRow(MirrorMixin, Base):
+    __tablename__ = "payment_methods"
+    customer_id: Mapped[str | None] = mapped_column(sa.String(255), index=True)
+    detached: Mapped[bool] = mapped_column(default=False)
+
+
+class Decision(Base):
+    """One decision per recovery workflow: the route, the score, the plan, the drafts, its state."""
+
+    __tablename__ = "decisions"
+
+    workflow_id: Mapped[str] = mapped_column(sa.String(300), primary_key=True)
+    workflow: Mapped[str] = mapped_column(sa.String(40), default="recovery")
+    platform: Mapped[str] = mapped_column(sa.String(20))
+    invoice_id: Mapped[str] = mapped_column(sa.String(255), index=True)
+    customer_id: Mapped[str | None] = mapped_column(sa.String(255), index=True)
+    event_id: Mapped[str] = mapped_column(sa.String(255))
+    amount: Mapped[int] = mapped_column(sa.BigInteger)
+    currency: Mapped[str] = mapped_column(sa.String(3))
+    route: Mapped[str] = mapped_column(sa.String(30), index=True)
+    score: Mapped[int]
+    decline_code: Mapped[str | None] = mapped_column(sa.String(80))
+    decline_category: Mapped[str | None] = mapped_column(sa.String(20))
+    mode: Mapped[str] = mapped_column(sa.String(10), index=True)
+    status: Mapped[str] = mapped_column(sa.String(30), index=True)
+    plan: Mapped[dict[str, Any]] = mapped_column(doc="retries, actions, messages, reasons, context notes")
+    versions: Mapped[dict[str, Any]]
+    trace_id: Mapped[str] = mapped_column(sa.String(64))
+    created_at: Mapped[datetime] = mapped_column(default=_now, index=True)
+    updated_at: Mapped[datetime] = mapped_column(default=_now, onupdate=_now)
+    outcome: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class ActiveRecovery(Base):
+    """At most one recovery runs per invoice; a second failure event joins the running one."""
+
+    __tablename__ = "active_recoveries"
+    platform: Mapped[str] = mapped_column(sa.String(20), primary_key=True)
+    invoice_id: Mapped[str] = mapped_column(sa.String(255), primary_key=True)
+    workflow_id: Mapped[str] = mapped_column(sa.String(300))
+    started_at: Mapped[datetime] = mapped_column(default=_now)
+
+
+class Approval(Base):
+    __tablename__ = "approvals"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    workflow_id: Mapped[str] = mapped_column(sa.String(300), unique=True)
+    status: Mapped[str] = mapped_column(sa.String(20), index=True, doc="pending|approved|rejected|expired")
+    reason_for_review: Mapped[str] = mapped_column(sa.Text)
+    requested_at: Mapped[datetime] = mapped_column(default=_now)
+    expires_at: Mapped[datetime]
+    decided_by: Mapped[str | None] = mapped_column(sa.String(200))
+    decided_at: Mapped[datetime | None]
+    note: Mapped[str | None] = mapped_column(sa.Text)
+
+
+class AuditRecord(Base):
+    """Append-only, hash-chained. `hash` = sha256(prev_hash + canonical JSON of the record)."""
+
+    __tablename__ = "audit_log"
+
+    seq: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    at: Mapped[datetime]
+    actor_type: Mapped[str] = mapped_column(sa.String(10), doc="system|model|human")
+    actor: Mapped[str] = mapped_column(sa.String(200))
+    action: Mapped[str] = mapped_column(sa.String(80), index=True)
+    workflow_id: Mapped[str | None] = mapped_column(sa.String(300), index=True)
+    trace_id: Mapped[str | None] = mapped_column(sa.String(64))
+    subject: Mapped[str | None] = mapped_column(sa.String(300))
+    versions: Mapped[dict[str, Any]]
+    input_digest: Mapped[str | None] = mapped_column(sa.String(64))
+    outcome: Mapped[dict[str, Any]]
+    prev_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+
+
+class AuditHead(Base):
+    """The chain's newest (seq, hash): deleting records at the end is detected against it."""
+
+    __tablename__ = "audit_head"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    seq: Mapped[int]
+    hash: Mapped[str] = mapped_column(sa.String(64))
+
+
+class SyncCursor(Base):
+    """Backfill progress per (platform, resource), so `billops sync` resumes where it stopped."""
+
+    __tablename__ = "sync_cursors"
+    platform: Mapped[str] = mapped_column(sa.String(20), primary_key=True)
+    resource: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    cursor: Mapped[str | None] = mapped_column(sa.String(255))
+    done: Mapped[bool] = mapped_column(default=False)
+    count: Mapped[int] = mapped_column(default=0)
+    updated_at: Mapped[datetime] = mapped_column(default=_now, onupdate=_now)
