@@ -70,7 +70,6 @@ class Settings(BaseSettings):
         description="DBOS application_version. Bump only when workflow code changes incompatibly.",
     )
     worker_concurrency: int = Field(default=8, ge=1, le=256)
-    run_workers: bool = Field(default=True, description="Run workflows in this process (false: ingest only).")
 
     log_level: str = "INFO"
     log_json: bool = False

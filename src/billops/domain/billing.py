@@ -146,7 +146,10 @@ class Invoice(_Model):
     hosted_invoice_url: str | None = None
     billing_reason: str | None = None
     plan_name: str | None = None
-    latest_attempt_id: str | None = Field(default=None, description="Charge / payment intent id of the last try.")
+    latest_attempt_id: str | None = Field(default=None, description="Charge id of the last try, when known.")
+    payment_intent_id: str | None = Field(
+        default=None, description="The PaymentIntent paying this invoice (old: invoice.payment_intent; new: invoice.payments)."
+    )
     metadata: dict[str, Any] = Field(default_factory=dict)
 
     _v = field_validator("next_payment_attempt", "created_at", "due_date", "period_start", "period_end")(_utc)

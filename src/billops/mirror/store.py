@@ -52,6 +52,7 @@ def _columns(obj: BillingObject) -> dict[str, Any]:
             "amount_remaining": obj.amount_remaining,
             "currency": obj.currency,
             "created_at": obj.created_at,
+            "payment_intent_id": obj.payment_intent_id,
         }
     if isinstance(obj, PaymentAttempt):
         return {
@@ -64,6 +65,7 @@ def _columns(obj: BillingObject) -> dict[str, Any]:
             "decline_code": obj.decline.code if obj.decline else None,
             "decline_category": obj.decline.category.value if obj.decline else None,
             "card_fingerprint": obj.card.fingerprint if obj.card else None,
+            "payment_intent_id": obj.payment_intent_id,
         }
     if isinstance(obj, PaymentMethod):
         return {"customer_id": obj.customer_id}
@@ -113,6 +115,15 @@ class Mirror:
     def apply_event(self, event: CanonicalEvent) -> list[str]:
         """Apply every object an event carries; returns what changed, e.g. ['invoice in_1']."""
         changed = []
+        if event.attempt is not None and event.attempt.invoice_id is None and event.attempt.payment_intent_id:
+            inv_id = self.s.scalar(
+                sa.select(InvoiceRow.id).where(
+                    InvoiceRow.platform == event.platform,
+                    InvoiceRow.payment_intent_id == event.attempt.payment_intent_id,
+                )
+            )
+            if inv_id:
+                event.attempt.invoice_id = inv_id
         for obj in (event.customer, event.subscription, event.payment_method, event.invoice, event.attempt):
             if obj is not None and self.upsert(obj, source_time=event.occurred_at):
                 changed.append(f"{type(obj).__name__.lower()} {obj.id}")
@@ -120,6 +131,16 @@ class Mirror:
             row = self.s.get(PaymentMethodRow, (event.platform, event.payment_method.id))
             if row is not None:
                 row.detached = True
+        if event.invoice is not None and event.invoice.payment_intent_id:
+            for row in self.s.scalars(
+                sa.select(PaymentAttemptRow).where(
+                    PaymentAttemptRow.platform == event.platform,
+                    PaymentAttemptRow.payment_intent_id == event.invoice.payment_intent_id,
+                    PaymentAttemptRow.invoice_id.is_(None),
+                )
+            ):
+                row.invoice_id = event.invoice.id
+                row.data = {**row.data, "invoice_id": event.invoice.id}
         return changed
 
     # ---- reads
@@ -127,10 +148,15 @@ class Mirror:
         row = self.s.get(_ROW[kind], (platform, obj_id))
         return kind.model_validate(row.data) if row else None
 
-    def attempts_for_invoice(self, platform: str, invoice_id: str) -> list[PaymentAttempt]:
+    def attempts_for_invoice(
+        self, platform: str, invoice_id: str, payment_intent_id: str | None = None
+    ) -> list[PaymentAttempt]:
+        cond = PaymentAttemptRow.invoice_id == invoice_id
+        if payment_intent_id:
+            cond = sa.or_(cond, PaymentAttemptRow.payment_intent_id == payment_intent_id)
         rows = self.s.scalars(
             sa.select(PaymentAttemptRow)
-            .where(PaymentAttemptRow.platform == platform, PaymentAttemptRow.invoice_id == invoice_id)
+            .where(PaymentAttemptRow.platform == platform, cond)
             .order_by(PaymentAttemptRow.attempted_at)
         )
         return [PaymentAttempt.model_validate(r.data) for r in rows]

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -31,7 +32,7 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-JSON = sa.JSON().with_variant(sa.dialects.postgresql.JSONB(), "postgresql")
+JSON = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 
 
 class Base(DeclarativeBase):
@@ -95,6 +96,7 @@ class InvoiceRow(MirrorMixin, Base):
     amount_remaining: Mapped[int] = mapped_column(sa.BigInteger)
     currency: Mapped[str] = mapped_column(sa.String(3))
     created_at: Mapped[datetime | None]
+    payment_intent_id: Mapped[str | None] = mapped_column(sa.String(255), index=True)
 
 
 class PaymentAttemptRow(MirrorMixin, Base):
@@ -109,6 +111,7 @@ class PaymentAttemptRow(MirrorMixin, Base):
     decline_code: Mapped[str | None] = mapped_column(sa.String(80))
     decline_category: Mapped[str | None] = mapped_column(sa.String(20))
     card_fingerprint: Mapped[str | None] = mapped_column(sa.String(120), index=True)
+    payment_intent_id: Mapped[str | None] = mapped_column(sa.String(255), index=True)
 
 
 class PaymentMethodRow(MirrorMixin, Base):

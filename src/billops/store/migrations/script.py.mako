@@ -6,7 +6,7 @@ Create Date: ${create_date}
 """
 from alembic import op
 import sqlalchemy as sa
-import billops.store.models
+import billops.store.models  # noqa: F401
 ${imports if imports else ""}
 
 revision = ${repr(up_revision)}

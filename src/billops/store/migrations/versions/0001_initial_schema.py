@@ -2,9 +2,10 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-21 22:29:45.164489
+Create Date: 2026-11-21 22:35:00.668827
 """
 from alembic import op
+from sqlalchemy.dialects import postgresql
 import sqlalchemy as sa
 import billops.store.models
 from sqlalchemy.dialects import postgresql
@@ -55,9 +56,9 @@ def upgrade() -> None:
     sa.Column('workflow_id', sa.String(length=300), nullable=True),
     sa.Column('trace_id', sa.String(length=64), nullable=True),
     sa.Column('subject', sa.String(length=300), nullable=True),
-    sa.Column('versions', sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), 'postgresql'), nullable=False),
+    sa.Column('versions', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=False),
     sa.Column('input_digest', sa.String(length=64), nullable=True),
-    sa.Column('outcome', sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), 'postgresql'), nullable=False),
+    sa.Column('outcome', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=False),
     sa.Column('prev_hash', sa.String(length=64), nullable=False),
     sa.Column('hash', sa.String(length=64), nullable=False),
     sa.PrimaryKeyConstraint('seq'),
@@ -73,7 +74,7 @@ def upgrade() -> None:
     sa.Column('created_at', billops.store.models.UTCDateTime(timezone=True), nullable=True),
     sa.Column('platform', sa.String(length=20), nullable=False),
     sa.Column('id', sa.String(length=255), nullable=False),
-    sa.Column('data', sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), 'postgresql'), nullable=False),
+    sa.Column('data', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=False),
     sa.Column('source_updated_at', billops.store.models.UTCDateTime(timezone=True), nullable=False),
     sa.Column('updated_at', billops.store.models.UTCDateTime(timezone=True), nullable=False),
     sa.Column('source', sa.String(length=20), nullable=False),
@@ -94,12 +95,12 @@ def upgrade() -> None:
     sa.Column('decline_category', sa.String(length=20), nullable=True),
     sa.Column('mode', sa.String(length=10), nullable=False),
     sa.Column('status', sa.String(length=30), nullable=False),
-    sa.Column('plan', sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), 'postgresql'), nullable=False),
-    sa.Column('versions', sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), 'postgresql'), nullable=False),
+    sa.Column('plan', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=False),
+    sa.Column('versions', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=False),
     sa.Column('trace_id', sa.String(length=64), nullable=False),
     sa.Column('created_at', billops.store.models.UTCDateTime(timezone=True), nullable=False),
     sa.Column('updated_at', billops.store.models.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('outcome', sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), 'postgresql'), nullable=False),
+    sa.Column('outcome', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=False),
     sa.PrimaryKeyConstraint('workflow_id')
     )
     with op.batch_alter_table('decisions', schema=None) as batch_op:
@@ -121,7 +122,7 @@ def upgrade() -> None:
     sa.Column('received_at', billops.store.models.UTCDateTime(timezone=True), nullable=False),
     sa.Column('livemode', sa.Boolean(), nullable=False),
     sa.Column('payload', sa.Text(), nullable=False),
-    sa.Column('canonical', sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), 'postgresql'), nullable=False),
+    sa.Column('canonical', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=False),
     sa.Column('workflow_id', sa.String(length=300), nullable=False),
     sa.Column('trace_id', sa.String(length=64), nullable=False),
     sa.Column('deliveries', sa.Integer(), nullable=False),
@@ -143,9 +144,10 @@ def upgrade() -> None:
     sa.Column('amount_remaining', sa.BigInteger(), nullable=False),
     sa.Column('currency', sa.String(length=3), nullable=False),
     sa.Column('created_at', billops.store.models.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('payment_intent_id', sa.String(length=255), nullable=True),
     sa.Column('platform', sa.String(length=20), nullable=False),
     sa.Column('id', sa.String(length=255), nullable=False),
-    sa.Column('data', sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), 'postgresql'), nullable=False),
+    sa.Column('data', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=False),
     sa.Column('source_updated_at', billops.store.models.UTCDateTime(timezone=True), nullable=False),
     sa.Column('updated_at', billops.store.models.UTCDateTime(timezone=True), nullable=False),
     sa.Column('source', sa.String(length=20), nullable=False),
@@ -153,6 +155,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('invoices', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_invoices_customer_id'), ['customer_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_invoices_payment_intent_id'), ['payment_intent_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_invoices_status'), ['status'], unique=False)
 
     op.create_table('payment_attempts',
@@ -165,9 +168,10 @@ def upgrade() -> None:
     sa.Column('decline_code', sa.String(length=80), nullable=True),
     sa.Column('decline_category', sa.String(length=20), nullable=True),
     sa.Column('card_fingerprint', sa.String(length=120), nullable=True),
+    sa.Column('payment_intent_id', sa.String(length=255), nullable=True),
     sa.Column('platform', sa.String(length=20), nullable=False),
     sa.Column('id', sa.String(length=255), nullable=False),
-    sa.Column('data', sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), 'postgresql'), nullable=False),
+    sa.Column('data', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=False),
     sa.Column('source_updated_at', billops.store.models.UTCDateTime(timezone=True), nullable=False),
     sa.Column('updated_at', billops.store.models.UTCDateTime(timezone=True), nullable=False),
     sa.Column('source', sa.String(length=20), nullable=False),
@@ -177,13 +181,14 @@ def upgrade() -> None:
         batch_op.create_index('ix_attempts_customer_time', ['platform', 'customer_id', 'attempted_at'], unique=False)
         batch_op.create_index(batch_op.f('ix_payment_attempts_card_fingerprint'), ['card_fingerprint'], unique=False)
         batch_op.create_index(batch_op.f('ix_payment_attempts_invoice_id'), ['invoice_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_payment_attempts_payment_intent_id'), ['payment_intent_id'], unique=False)
 
     op.create_table('payment_methods',
     sa.Column('customer_id', sa.String(length=255), nullable=True),
     sa.Column('detached', sa.Boolean(), nullable=False),
     sa.Column('platform', sa.String(length=20), nullable=False),
     sa.Column('id', sa.String(length=255), nullable=False),
-    sa.Column('data', sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), 'postgresql'), nullable=False),
+    sa.Column('data', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=False),
     sa.Column('source_updated_at', billops.store.models.UTCDateTime(timezone=True), nullable=False),
     sa.Column('updated_at', billops.store.models.UTCDateTime(timezone=True), nullable=False),
     sa.Column('source', sa.String(length=20), nullable=False),
@@ -197,7 +202,7 @@ def upgrade() -> None:
     sa.Column('status', sa.String(length=40), nullable=False),
     sa.Column('platform', sa.String(length=20), nullable=False),
     sa.Column('id', sa.String(length=255), nullable=False),
-    sa.Column('data', sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), 'postgresql'), nullable=False),
+    sa.Column('data', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=False),
     sa.Column('source_updated_at', billops.store.models.UTCDateTime(timezone=True), nullable=False),
     sa.Column('updated_at', billops.store.models.UTCDateTime(timezone=True), nullable=False),
     sa.Column('source', sa.String(length=20), nullable=False),
@@ -230,6 +235,7 @@ def downgrade() -> None:
 
     op.drop_table('payment_methods')
     with op.batch_alter_table('payment_attempts', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_payment_attempts_payment_intent_id'))
         batch_op.drop_index(batch_op.f('ix_payment_attempts_invoice_id'))
         batch_op.drop_index(batch_op.f('ix_payment_attempts_card_fingerprint'))
         batch_op.drop_index('ix_attempts_customer_time')
@@ -237,6 +243,7 @@ def downgrade() -> None:
     op.drop_table('payment_attempts')
     with op.batch_alter_table('invoices', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_invoices_status'))
+        batch_op.drop_index(batch_op.f('ix_invoices_payment_intent_id'))
         batch_op.drop_index(batch_op.f('ix_invoices_customer_id'))
 
     op.drop_table('invoices')

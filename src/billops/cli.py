@@ -1,0 +1,248 @@
+"""`billops`: the command line. Subcommands that belong to a domain live beside it (sim/cli.py,
+mirror/cli.py, …) and are mounted here."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from billops.config import Settings, load_settings
+from billops.errors import BillopsError
+
+app = typer.Typer(help="BillOps: governed, audited decisions for subscription billing operations.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+approvals_app = typer.Typer(help="The human approval queue.", no_args_is_help=True)
+audit_app = typer.Typer(help="The hash-chained audit log.", no_args_is_help=True)
+decisions_app = typer.Typer(help="Decisions BillOps made.", no_args_is_help=True)
+db_app = typer.Typer(help="The database.", no_args_is_help=True)
+app.add_typer(approvals_app, name="approvals")
+app.add_typer(audit_app, name="audit")
+app.add_typer(decisions_app, name="decisions")
+app.add_typer(db_app, name="db")
+
+console = Console()
+err = Console(stderr=True)
+_overrides: dict[str, Any] = {}
+
+
+@app.callback()
+def _root(
+    data_dir: Annotated[Path | None, typer.Option(help="Data directory (env BILLOPS_DATA_DIR).")] = None,
+    database_url: Annotated[str | None, typer.Option(help="Database URL (env BILLOPS_DATABASE_URL).")] = None,
+) -> None:
+    if data_dir is not None:
+        _overrides["data_dir"] = data_dir
+    if database_url is not None:
+        _overrides["database_url"] = database_url
+
+
+def settings() -> Settings:
+    return load_settings(**_overrides)
+
+
+def runtime(launch_dbos: bool = False) -> Any:
+    from billops.runtime import start_runtime
+
+    return start_runtime(settings(), launch_dbos=launch_dbos)
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address (env BILLOPS_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (env BILLOPS_PORT).")] = None,
+) -> None:
+    """Run the HTTP service (webhooks, API, metrics) with the durable workflows in the same process."""
+    import uvicorn
+
+    from billops.app import create_app
+    from billops.observability import configure_logging
+
+    s = settings()
+    configure_logging(s.log_level, s.log_json)
+    app_ = create_app(s)
+    err.print(f"BillOps on http://{host or s.host}:{port or s.port}  database {s.db_url.split('?')[0]}")
+    uvicorn.run(app_, host=host or s.host, port=port or s.port, log_level="warning", access_log=False)
+
+
+# ---------------------------------------------------------------- approvals
+
+
+@approvals_app.command("list")
+def approvals_list(
+    status: Annotated[str, typer.Option(help="pending | approved | rejected | expired | all")] = "pending",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List approvals (pending by default)."""
+    from billops.governance.approvals import list_approvals
+
+    items = list_approvals(runtime(), status=None if status == "all" else status)
+    if as_json:
+        print(json.dumps(items, indent=2))
+        return
+    t = Table(title=f"Approvals ({status})")
+    for col in ("id", "workflow", "invoice", "amount", "route", "score", "why", "expires"):
+        t.add_column(col)
+    for a in items:
+        t.add_row(str(a["id"]), a["workflow_id"], a["invoice_id"], _money(a["amount"], a["currency"]), a["route"],
+                  str(a["score"]), a["why"], a["expires_at"][:16])
+    console.print(t)
+
+
+def _decide(ref: str, approve: bool, by: str | None, note: str | None) -> None:
+    import getpass
+
+    from billops.governance.approvals import decide_approval
+
+    who = by or f"cli:{getpass.getuser()}"
+    view = decide_approval(runtime(), ref, approve=approve, by=who, note=note)
+    console.print(f"approval {view['id']} {view['status']} by {who}: workflow {view['workflow_id']} continues")
+
+
+@approvals_app.command("approve")
+def approvals_approve(
+    ref: Annotated[str, typer.Argument(help="Approval id or decision workflow id.")],
+    by: Annotated[str | None, typer.Option(help="Who approves (default: cli:<user>).")] = None,
+    note: Annotated[str | None, typer.Option(help="Why.")] = None,
+) -> None:
+    """Approve a waiting decision: its workflow executes the plan."""
+    _decide(ref, True, by, note)
+
+
+@approvals_app.command("reject")
+def approvals_reject(
+    ref: Annotated[str, typer.Argument(help="Approval id or decision workflow id.")],
+    by: Annotated[str | None, typer.Option(help="Who rejects (default: cli:<user>).")] = None,
+    note: Annotated[str | None, typer.Option(help="Why.")] = None,
+) -> None:
+    """Reject a waiting decision: nothing is executed."""
+    _decide(ref, False, by, note)
+
+
+# ---------------------------------------------------------------- audit
+
+
+@audit_app.command("verify")
+def audit_verify() -> None:
+    """Recompute the hash chain; exit 1 if any record was edited or deleted."""
+    from billops.governance.audit import verify
+
+    with runtime().db.reader() as s:
+        res = verify(s)
+    if res.ok:
+        console.print(f"[green]audit log intact[/green]: {res.records} records, head {res.head_hash}")
+        return
+    err.print(f"[red]audit log TAMPERED[/red]: {len(res.problems)} problem(s) in {res.records} records")
+    for p in res.problems:
+        err.print(f"  - {p}")
+    raise typer.Exit(1)
+
+
+@audit_app.command("export")
+def audit_export(
+    out: Annotated[Path, typer.Option("--out", "-o", help="JSONL file to write ('-' for stdout).")] = Path("-"),
+    workflow: Annotated[str | None, typer.Option(help="Only this workflow id.")] = None,
+) -> None:
+    """Write the audit log as JSONL (one record per line, with its hashes)."""
+    from billops.governance.audit import export
+
+    rt = runtime()
+    n = 0
+    with rt.db.reader() as s:
+        if str(out) == "-":
+            for rec in export(s, workflow_id=workflow):
+                sys.stdout.write(json.dumps(rec, ensure_ascii=False) + "\n")
+                n += 1
+            return
+        tmp = out.with_suffix(out.suffix + ".part")
+        with tmp.open("w", encoding="utf-8") as fh:
+            for rec in export(s, workflow_id=workflow):
+                fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+                n += 1
+        tmp.replace(out)  # never a half-written export
+    err.print(f"wrote {n} records to {out}")
+
+
+# ---------------------------------------------------------------- decisions
+
+
+def _money(amount: int, currency: str) -> str:
+    from billops.domain import Money
+
+    return Money(amount=amount, currency=currency).format()
+
+
+@decisions_app.command("list")
+def decisions_list(
+    route: Annotated[str | None, typer.Option(help="Only this route.")] = None,
+    limit: Annotated[int, typer.Option(help="How many.")] = 30,
+) -> None:
+    """The newest decisions."""
+    import sqlalchemy as sa
+
+    from billops.store.models import Decision
+
+    with runtime().db.reader() as s:
+        q = sa.select(Decision).order_by(Decision.created_at.desc()).limit(limit)
+        if route:
+            q = q.where(Decision.route == route)
+        rows = list(s.scalars(q))
+    t = Table(title="Decisions")
+    for col in ("workflow", "invoice", "amount", "decline", "score", "route", "mode", "status", "retries"):
+        t.add_column(col)
+    for d in rows:
+        t.add_row(d.workflow_id, d.invoice_id, _money(d.amount, d.currency), d.decline_code or "", str(d.score),
+                  d.route, d.mode, d.status, ", ".join(r[:16] for r in d.plan.get("retries", [])))
+    console.print(t)
+
+
+@decisions_app.command("show")
+def decisions_show(workflow_id: str) -> None:
+    """One decision in full: reasons, retries, actions, drafted messages, versions, outcome."""
+    from billops.api import decision_view
+    from billops.errors import NotFound
+    from billops.store.models import Decision
+
+    with runtime().db.reader() as s:
+        d = s.get(Decision, workflow_id)
+        if d is None:
+            raise NotFound(f"no decision {workflow_id!r}")
+        print(json.dumps(decision_view(d), indent=2, ensure_ascii=False))
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Create or migrate the BillOps tables (the server also does this on start)."""
+    rt = runtime()
+    console.print(f"database {rt.db.safe_url} is at the newest schema")
+
+
+def _mount_optional() -> None:
+    try:
+        from billops.sim.cli import register as register_demo
+    except ImportError:  # pragma: no cover - sim ships with the package
+        pass
+    else:
+        register_demo(app)
+    try:
+        from billops.mirror.cli import sync_app
+    except ImportError:  # pragma: no cover
+        pass
+    else:
+        app.add_typer(sync_app, name="sync")
+
+
+_mount_optional()
+
+
+def main() -> None:
+    try:
+        app()
+    except BillopsError as exc:
+        err.print(f"[red]error:[/red] {exc.message}")
+        raise SystemExit(2) from None

@@ -1,0 +1,1 @@
+"""Governance: modes, approvals and the hash-chained audit trail."""

@@ -1,0 +1,1 @@
+"""Webhook ingestion: verify, store once, normalize, start the workflow, answer."""

@@ -1,0 +1,59 @@
+"""The inbox: store a verified event exactly once and enqueue its workflow in the same transaction.
+
+The inbox row and the DBOS queue entry are written together (DBOS's tables live in the same
+database), so an accepted event always has its workflow and a rejected one leaves nothing behind.
+A redelivery hits the (platform, event_id) unique key: it is counted and answered, nothing starts.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from billops.domain import CanonicalEvent
+from billops.runtime import EVENTS_QUEUE, Runtime
+from billops.store.models import InboxEvent
+
+
+@dataclass(frozen=True)
+class Accepted:
+    status: str  # "accepted" | "duplicate"
+    event_id: str
+    workflow_id: str
+
+
+def workflow_id_for(platform: str, event_id: str) -> str:
+    return f"{platform}:{event_id}"
+
+
+def accept(rt: Runtime, *, event: CanonicalEvent, raw: bytes, endpoint: str, trace_id: str) -> Accepted:
+    wf = workflow_id_for(event.platform, event.event_id)
+    try:
+        with rt.db.session() as s:
+            row = InboxEvent(
+                platform=event.platform, event_id=event.event_id, event_type=event.event_type,
+                endpoint=endpoint, kind=event.kind.value, occurred_at=event.occurred_at,
+                livemode=event.livemode, payload=raw.decode("utf-8"),
+                canonical=json.loads(event.model_dump_json()), workflow_id=wf, trace_id=trace_id,
+            )
+            s.add(row)
+            s.flush()
+            rt.dbos_client().enqueue_in_transaction(
+                s.connection(),
+                {"queue_name": EVENTS_QUEUE, "workflow_name": "process_event", "workflow_id": wf,
+                 "app_version": rt.settings.workflow_version},
+                row.id,
+            )
+        return Accepted("accepted", event.event_id, wf)
+    except IntegrityError:
+        with rt.db.session() as s:
+            s.execute(
+                sa.update(InboxEvent)
+                .where(InboxEvent.platform == event.platform, InboxEvent.event_id == event.event_id)
+                .values(deliveries=InboxEvent.deliveries + 1, last_delivery_at=datetime.now(UTC))
+            )
+        return Accepted("duplicate", event.event_id, wf)

@@ -1,0 +1,1 @@
+"""Payment recovery: features, scoring, retry planning under network rules, decisions, the workflow."""

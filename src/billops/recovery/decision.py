@@ -1,0 +1,209 @@
+"""From a failed payment's context to a Decision: route, score, reasons, retry times, actions, drafts.
+
+Routes (thresholds from the policy file):
+  auto_retry        score > auto_retry_above: retry in ~24 h, reassuring email
+  retry_and_notify  notify_from ≤ score ≤ auto_retry_above, or the card needs new data: urgent email +
+                    SMS + card-update link, try another stored payment method first when there is one
+  human_review      score < notify_from, or repeated failures on a high-value invoice: a case summary
+                    for a human; nothing automatic
+  no_retry          a hard decline (or Mastercard MAC 03/21, Visa category 1): never retried; the customer
+                    is asked for a new payment method and the platform's own retries are turned off
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from billops.config import Policy
+from billops.domain import DeclineCategory, Money
+from billops.drafting.templates import load_template_set
+from billops.recovery.features import RecoveryContext, RecoveryFeatures, build_features
+from billops.recovery.planner import NetworkRules, plan_retries
+from billops.recovery.scoring import Scorer
+
+Route = Literal["auto_retry", "retry_and_notify", "human_review", "no_retry"]
+_HINTS = {
+    "insufficient_funds": "insufficient funds",
+    "expired_card": "the card has expired",
+    "incorrect_cvc": "the security code didn't match",
+    "incorrect_number": "the card number is incorrect",
+    "authentication_required": "your bank asked for authentication",
+}
+
+
+class Action(BaseModel):
+    type: Literal[
+        "retry_payment", "disable_platform_retries", "write_note", "card_update_link",
+        "send_email", "send_sms", "human_review",
+    ]
+    at: datetime | None = None
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+
+class Message(BaseModel):
+    kind: str
+    channel: str
+    subject: str | None
+    body: str
+    template: str
+
+
+class DecisionPlan(BaseModel):
+    route: Route
+    score: int
+    scorer: str
+    reasons: list[str]
+    retries: list[datetime]
+    retry_payment_method: str | None = None
+    retry_notes: list[str] = Field(default_factory=list)
+    retry_blocked: str | None = None
+    actions: list[Action]
+    messages: list[Message]
+    features: dict[str, Any]
+    context_notes: list[str] = Field(default_factory=list)
+    versions: dict[str, str]
+
+
+def choose_route(f: RecoveryFeatures, score: int, policy: Policy) -> tuple[Route, str]:
+    th = policy.recovery.thresholds
+    if f.never_retry:
+        return "no_retry", "hard decline: never retried"
+    if f.high_value and f.attempt_number >= 2:
+        return "human_review", "repeated failure on a high-value invoice: escalate"
+    if score > th.auto_retry_above:
+        if f.decline_category == DeclineCategory.needs_new_card.value:
+            return "retry_and_notify", "the card needs new data, so the customer must act"
+        return "auto_retry", f"score {score} > {th.auto_retry_above}"
+    if score >= th.notify_from:
+        return "retry_and_notify", f"score {score} within {th.notify_from}–{th.auto_retry_above}"
+    return "human_review", f"score {score} < {th.notify_from}"
+
+
+def decide(
+    ctx: RecoveryContext, *, policy: Policy, scorer: Scorer, rules: NetworkRules, now: datetime
+) -> DecisionPlan:
+    f = build_features(ctx, high_value_minor=policy.recovery.high_value_minor)
+    score = scorer.score(f)
+    route, why = choose_route(f, score.value, policy)
+    card = ctx.attempt.card if ctx.attempt and ctx.attempt.card else None
+    plan = plan_retries(
+        route=route, decline=ctx.decline, card_brand=f.card_brand, failed_at=ctx.failed_at, now=now,
+        card_attempts=ctx.card_attempts, policy=policy.recovery, rules=rules,
+    )
+    other_pm = None
+    if route == "retry_and_notify" and f.other_usable_methods:
+        failing = ctx.attempt.payment_method_id if ctx.attempt else None
+        candidates = [pm for pm in ctx.payment_methods if pm.id != failing and pm.usable_at(ctx.failed_at)]
+        candidates.sort(key=lambda pm: (not pm.is_default, pm.id))
+        other_pm = candidates[0].id if candidates else None
+    if other_pm and ctx.decline.category in (DeclineCategory.needs_new_card,) and not plan.times:
+        # A different card is not "blind": it is new card data.
+        plan.times = [max(now, ctx.failed_at)]
+        plan.blocked = None
+        plan.notes.append(f"first retry uses another stored payment method ({other_pm})")
+
+    templates = load_template_set(policy.templates)
+    money = Money(amount=f.amount, currency=f.currency)
+    inv = ctx.invoice
+    first_name = (ctx.customer.name or "").split(" ")[0] if ctx.customer and ctx.customer.name else None
+    common = {
+        "first_name": first_name,
+        "amount": money.format(),
+        "invoice_number": inv.number or inv.id,
+        "plan_name": inv.plan_name,
+        "failed_date": f"{ctx.failed_at:%B %-d, %Y}",
+        "next_retry_date": f"{plan.times[0]:%B %-d, %Y}" if plan.times else None,
+        "card_update_url": None,
+        "decline_hint": _HINTS.get(ctx.decline.code),
+        "company": None,
+        "other_method_hint": (
+            "We'll first try the other payment method you have on file." if other_pm else None
+        ),
+    }
+    actions: list[Action] = []
+    messages = []
+
+    def draft(kind: str, **extra: Any) -> None:
+        d = templates.render(kind, **{**common, **extra})
+        messages.append(Message(kind=d.kind, channel=d.channel, subject=d.subject, body=d.body, template=d.template))
+
+    if route == "auto_retry":
+        draft("reassuring_email")
+        actions.append(Action(type="send_email", detail={"message": "reassuring_email"}))
+    elif route == "retry_and_notify":
+        actions.append(Action(type="card_update_link"))
+        draft("urgent_email")
+        draft("sms")
+        actions.append(Action(type="send_email", detail={"message": "urgent_email"}))
+        actions.append(Action(type="send_sms", detail={"message": "sms"}))
+    elif route == "no_retry":
+        actions.append(Action(type="disable_platform_retries", detail={"why": "hard decline: never retry"}))
+        actions.append(Action(type="card_update_link"))
+        draft("card_update_email")
+        actions.append(Action(type="send_email", detail={"message": "card_update_email"}))
+    if route == "human_review":
+        steps = _next_steps(f, ctx)
+        draft(
+            "case_summary",
+            customer_ref=f"{ctx.customer.id if ctx.customer else inv.customer_id}",
+            decline_code=ctx.decline.code, decline_category=ctx.decline.category.value,
+            network_advice=ctx.decline.network_advice_code, score=score.value, scorer=score.scorer,
+            reasons=score.reasons, past_successes=f.past_successes, past_failures=f.past_failures,
+            attempt_number=f.attempt_number,
+            card_desc=(f"{card.brand or '?'} {card.funding or ''} ending {card.last4 or '????'}, "
+                       f"expires {card.exp_month or '?'}/{card.exp_year or '?'}") if card else "unknown",
+            other_methods=f.other_usable_methods,
+            retries=[f"{t:%Y-%m-%d %H:%M} UTC" for t in plan.times], retry_blocked=plan.blocked,
+            next_steps=steps,
+        )
+        actions.append(Action(type="human_review", detail={"why": why, "message": "case_summary"}))
+    if plan.times and route != "no_retry":
+        if route != "human_review":
+            actions.insert(0, Action(type="write_note"))
+            if policy.recovery.manage_platform_retries:
+                actions.insert(0, Action(type="disable_platform_retries",
+                                         detail={"why": "BillOps manages this invoice's retries"}))
+        for i, t in enumerate(plan.times):
+            actions.append(Action(type="retry_payment", at=t,
+                                  detail={"n": i + 1, "payment_method": other_pm if i == 0 else None}))
+    return DecisionPlan(
+        route=route,
+        score=score.value,
+        scorer=score.scorer,
+        reasons=[why, *score.reasons],
+        retries=plan.times,
+        retry_payment_method=other_pm,
+        retry_notes=plan.notes,
+        retry_blocked=plan.blocked,
+        actions=actions,
+        messages=messages,
+        features=f.as_dict(),
+        context_notes=list(ctx.notes),
+        versions={
+            "scorer": score.scorer,
+            "policy": policy.full_version,
+            "templates": templates.version,
+            "network_rules": rules.version,
+            "declines": ctx.decline.taxonomy_version,
+        },
+    )
+
+
+def _next_steps(f: RecoveryFeatures, ctx: RecoveryContext) -> list[str]:
+    steps = []
+    if f.decline_category in ("hard", "needs_new_card"):
+        steps.append("ask the customer for a new payment method (card-update link)")
+    if f.other_usable_methods:
+        steps.append("try the other stored payment method before contacting the customer")
+    if f.high_value:
+        steps.append("call the account owner; offer to split the amount or move to invoice/bank transfer")
+    if f.past_successes >= 3:
+        steps.append("long paying history: a short grace period or payment plan is likely to work")
+    else:
+        steps.append("little paying history: confirm the billing contact before extending credit")
+    if f.decline_code == "insufficient_funds":
+        steps.append("offer a retry date after the customer's usual payday")
+    return steps

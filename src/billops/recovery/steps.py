@@ -1,0 +1,332 @@
+"""The recovery workflow's steps. Each is a DBOS step: its result is recorded once it returns, so a
+replay after a crash skips it. Steps that write to our database are also idempotent on their own
+(a step that committed but crashed before DBOS recorded it finds its own rows and returns them).
+Platform writes carry the idempotency key `<workflow id>:<step>`; every decision and action is
+audited in the same transaction as the row it changes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from dbos import DBOS
+from pydantic import TypeAdapter
+from sqlalchemy.exc import IntegrityError
+
+from billops.domain import CanonicalEvent, Customer, Invoice, PaymentAttempt
+from billops.domain.declines import load_taxonomy
+from billops.errors import PlatformError
+from billops.governance import audit
+from billops.mirror import Mirror
+from billops.recovery.decision import DecisionPlan, decide
+from billops.recovery.features import RecoveryContext
+from billops.recovery.planner import load_network_rules
+from billops.recovery.scoring import RulesScorer
+from billops.runtime import get_runtime
+from billops.store.models import ActiveRecovery, Approval, Decision, InboxEvent
+
+CTX = TypeAdapter(RecoveryContext)
+SETTLED = {"paid", "void", "uncollectible"}
+
+
+def _retryable(exc: BaseException) -> bool:
+    return isinstance(exc, PlatformError) and exc.retryable
+
+
+# ------------------------------------------------------------------ event → mirror
+
+
+@DBOS.step(name="apply_event")
+def apply_event(inbox_id: int) -> dict[str, Any]:
+    rt = get_runtime()
+    with rt.db.session() as s:
+        row = s.get(InboxEvent, inbox_id)
+        if row is None:
+            raise RuntimeError(f"inbox event {inbox_id} not found")
+        event = CanonicalEvent.model_validate(row.canonical)
+        changed = Mirror(s).apply_event(event)
+        return {"event": event.model_dump(mode="json"), "trace_id": row.trace_id, "changed": changed}
+
+
+@DBOS.step(name="find_recoveries_to_notify")
+def find_recoveries_to_notify(platform: str, invoice_id: str | None, customer_id: str | None) -> list[str]:
+    rt = get_runtime()
+    with rt.db.session() as s:
+        q = sa.select(ActiveRecovery.workflow_id).where(ActiveRecovery.platform == platform)
+        if invoice_id:
+            q = q.where(ActiveRecovery.invoice_id == invoice_id)
+        elif customer_id:
+            q = q.join(Decision, Decision.workflow_id == ActiveRecovery.workflow_id).where(
+                Decision.customer_id == customer_id
+            )
+        else:
+            return []
+        return list(s.scalars(q))
+
+
+# ------------------------------------------------------------------ claim, context
+
+
+@DBOS.step(name="claim_invoice")
+def claim_invoice(platform: str, invoice_id: str, workflow_id: str) -> str:
+    """Make this workflow the one recovery of the invoice; returns the owner's workflow id."""
+    rt = get_runtime()
+    for _ in range(3):
+        try:
+            with rt.db.session() as s:
+                row = s.get(ActiveRecovery, (platform, invoice_id))
+                if row is not None:
+                    return row.workflow_id
+                s.add(ActiveRecovery(platform=platform, invoice_id=invoice_id, workflow_id=workflow_id))
+            return workflow_id
+        except IntegrityError:
+            continue
+    raise RuntimeError(f"could not claim invoice {invoice_id}")
+
+
+@DBOS.step(name="gather_context", retries_allowed=True, max_attempts=4, interval_seconds=2, should_retry=_retryable)
+def gather_context(event: dict[str, Any], fresh_read: bool) -> dict[str, Any]:
+    """Mirror plus a fresh read of the invoice (and the failed charge, payment methods) from the API."""
+    rt = get_runtime()
+    ev = CanonicalEvent.model_validate(event)
+    assert ev.invoice is not None
+    platform, notes = ev.platform, []
+    client = rt.platform_client(platform) if fresh_read else None
+    fresh: dict[str, Any] = {}
+    if fresh_read and client is None:
+        notes.append(f"fresh read skipped: no {platform} API key configured (mirror only)")
+    elif client is not None:
+        try:
+            inv = client.get_invoice(ev.invoice.id)
+            fresh["invoice"] = inv
+            att = client.latest_attempt(inv)
+            if att is not None:
+                fresh["attempt"] = att
+            if inv.customer_id:
+                fresh["methods"] = client.list_payment_methods(inv.customer_id)
+            notes.append("fresh read of the invoice from the API")
+        except PlatformError as exc:
+            if exc.retryable:
+                raise
+            notes.append(f"fresh read failed ({exc.message}); mirror only")
+    with rt.db.session() as s:
+        m = Mirror(s)
+        now = datetime.now(UTC)
+        for obj in [fresh.get("invoice"), fresh.get("attempt"), *fresh.get("methods", [])]:
+            if obj is not None:
+                m.upsert(obj, source_time=now, source="api")
+        invoice = m.get(Invoice, platform, ev.invoice.id) or ev.invoice
+        attempts = m.attempts_for_invoice(platform, invoice.id, invoice.payment_intent_id)
+        failed = [a for a in attempts if a.outcome == "failed"]
+        attempt = failed[-1] if failed else ev.attempt
+        customer = m.get(Customer, platform, invoice.customer_id) if invoice.customer_id else None
+        failed_at = attempt.attempted_at if attempt else ev.occurred_at
+        history = m.attempts_for_customer(platform, invoice.customer_id, before=failed_at) if invoice.customer_id else []
+        card_attempts: list[PaymentAttempt] = []
+        if attempt and attempt.card and attempt.card.fingerprint:
+            card_attempts = m.attempts_for_card(platform, attempt.card.fingerprint, failed_at - timedelta(days=30))
+        methods = m.payment_methods(platform, invoice.customer_id) if invoice.customer_id else []
+    ready = attempt is not None and attempt.decline is not None
+    policy = rt.policy()
+    if ready:
+        assert attempt is not None and attempt.decline is not None
+        decline = attempt.decline
+    else:
+        decline = load_taxonomy(policy.declines).classify(None, message="decline details unavailable")
+        notes.append("no decline details found for this failure: treated as generic_decline")
+    ctx = RecoveryContext(
+        platform=platform, invoice=invoice, failed_at=failed_at, decline=decline, attempt=attempt,
+        customer=customer, history=history, card_attempts=card_attempts, payment_methods=methods, notes=notes,
+    )
+    return {"ready": ready, "settled": invoice.status.value in SETTLED, "context": CTX.dump_python(ctx, mode="json")}
+
+
+# ------------------------------------------------------------------ decide
+
+
+@DBOS.step(name="decide_and_record")
+def decide_and_record(workflow_id: str, event_id: str, context: dict[str, Any], trace_id: str) -> dict[str, Any]:
+    rt = get_runtime()
+    with rt.db.session() as s:
+        existing = s.get(Decision, workflow_id)
+        if existing is not None:
+            return _decision_dict(existing)
+        policy = rt.policy()
+        ctx = CTX.validate_python(context)
+        rules = load_network_rules(policy.network_rules)
+        plan = decide(ctx, policy=policy, scorer=RulesScorer(), rules=rules, now=datetime.now(UTC))
+        mode = policy.mode("recovery")
+        awaiting = mode == "assist" or (mode == "auto" and plan.route == "human_review")
+        status = "recorded" if mode == "shadow" else "awaiting_approval" if awaiting else "approved"
+        inv = ctx.invoice
+        row = Decision(
+            workflow_id=workflow_id, workflow="recovery", platform=ctx.platform, invoice_id=inv.id,
+            customer_id=inv.customer_id, event_id=event_id, amount=inv.amount_remaining or inv.amount_due,
+            currency=inv.currency, route=plan.route, score=plan.score, decline_code=ctx.decline.code,
+            decline_category=ctx.decline.category.value, mode=mode, status=status,
+            plan=plan.model_dump(mode="json"), versions=plan.versions, trace_id=trace_id, outcome={},
+        )
+        s.add(row)
+        audit.record(
+            s, action="recovery.decided", actor_type="model", actor=plan.scorer, workflow_id=workflow_id,
+            trace_id=trace_id, subject=f"{ctx.platform}:invoice:{inv.id}", versions=plan.versions,
+            inputs=context,
+            outcome={"route": plan.route, "score": plan.score, "mode": mode, "status": status,
+                     "retries": [t.isoformat() for t in plan.retries], "reasons": plan.reasons[:5]},
+        )
+        if awaiting:
+            hours = policy.approvals.timeout_hours
+            why = "assist mode: every decision waits for a human" if mode == "assist" else plan.reasons[0]
+            s.add(Approval(workflow_id=workflow_id, status="pending", reason_for_review=why,
+                           expires_at=datetime.now(UTC) + timedelta(hours=hours)))
+            audit.record(
+                s, action="approval.requested", workflow_id=workflow_id, trace_id=trace_id,
+                subject=f"{ctx.platform}:invoice:{inv.id}", versions={"policy": policy.full_version},
+                outcome={"why": why, "timeout_hours": hours, "timeout_outcome": policy.approvals.timeout_outcome},
+            )
+        s.flush()
+        return _decision_dict(row)
+
+
+def _decision_dict(row: Decision) -> dict[str, Any]:
+    return {
+        "workflow_id": row.workflow_id, "platform": row.platform, "invoice_id": row.invoice_id,
+        "customer_id": row.customer_id, "mode": row.mode, "status": row.status, "route": row.route,
+        "plan": row.plan, "trace_id": row.trace_id,
+    }
+
+
+@DBOS.step(name="expire_approval")
+def expire_approval(workflow_id: str) -> dict[str, Any]:
+    """The approval timed out. If a human decided in the meantime, their decision stands."""
+    rt = get_runtime()
+    with rt.db.session() as s:
+        appr = s.scalar(sa.select(Approval).where(Approval.workflow_id == workflow_id))
+        dec = s.get(Decision, workflow_id)
+        assert appr is not None and dec is not None
+        if appr.status != "pending":
+            return {"approved": appr.status == "approved", "by": appr.decided_by, "status": appr.status}
+        outcome = rt.policy().approvals.timeout_outcome
+        appr.status = "expired"
+        appr.decided_at = datetime.now(UTC)
+        appr.decided_by = "timeout"
+        dec.status = "approved" if outcome == "approve" else "expired"
+        audit.record(
+            s, action="approval.expired", workflow_id=workflow_id, trace_id=dec.trace_id,
+            subject=f"{dec.platform}:invoice:{dec.invoice_id}", outcome={"default_outcome": outcome},
+        )
+        return {"approved": outcome == "approve", "by": "timeout", "status": "expired"}
+
+
+# ------------------------------------------------------------------ act
+
+
+@DBOS.step(name="platform_action", retries_allowed=True, max_attempts=4, interval_seconds=2, should_retry=_retryable)
+def platform_action(workflow_id: str, step: str, action: dict[str, Any]) -> dict[str, Any]:
+    """One platform write (or message hand-off), keyed `<workflow id>:<step>`, audited with its outcome."""
+    rt = get_runtime()
+    with rt.db.session() as s:
+        dec = s.get(Decision, workflow_id)
+        assert dec is not None
+        platform, invoice_id, customer_id = dec.platform, dec.invoice_id, dec.customer_id
+    key = f"{workflow_id}:{step}"
+    kind = action["type"]
+    client = rt.platform_client(platform)
+    result: dict[str, Any]
+    if kind in ("send_email", "send_sms"):
+        channel = "email" if kind == "send_email" else "SMS"
+        result = {"status": "skipped", "why": f"no {channel} channel configured; the draft is in the decision"}
+    elif client is None:
+        result = {"status": "skipped", "why": f"no {platform} API key configured"}
+    else:
+        caps = client.capabilities
+        try:
+            if kind == "disable_platform_retries" and caps.disable_native_retries:
+                client.set_native_retries(invoice_id, False, idempotency_key=key)
+                result = {"status": "done"}
+            elif kind == "write_note" and caps.write_note:
+                plan = dec.plan
+                note = {"billops_workflow": workflow_id, "billops_route": plan["route"],
+                        "billops_next_retry": (plan["retries"] or [""])[0]}
+                client.write_note(invoice_id, note, idempotency_key=key)
+                result = {"status": "done", "note": note}
+            elif kind == "card_update_link" and caps.card_update_link and customer_id:
+                url = client.card_update_link(customer_id, return_url=None, idempotency_key=key)
+                result = {"status": "done", "url": url}
+            else:
+                result = {"status": "skipped", "why": f"{platform} cannot {kind.replace('_', ' ')}"}
+        except PlatformError as exc:
+            if exc.retryable:
+                raise
+            result = {"status": "failed", "error": exc.message, "code": exc.code}
+    with rt.db.session() as s:
+        dec = s.get(Decision, workflow_id)
+        assert dec is not None
+        dec.outcome = {**dec.outcome, step: result}
+        audit.record(s, action=f"action.{kind}", workflow_id=workflow_id, trace_id=dec.trace_id,
+                     subject=f"{platform}:invoice:{invoice_id}", inputs={"key": key, "action": action},
+                     outcome=result)
+    return result
+
+
+@DBOS.step(name="retry_payment", retries_allowed=True, max_attempts=4, interval_seconds=5, should_retry=_retryable)
+def retry_payment(workflow_id: str, n: int, payment_method_id: str | None) -> dict[str, Any]:
+    """Pay the invoice now. Safe to replay: the key is stable and the client skips settled invoices."""
+    rt = get_runtime()
+    with rt.db.session() as s:
+        dec = s.get(Decision, workflow_id)
+        assert dec is not None
+        platform, invoice_id = dec.platform, dec.invoice_id
+    key = f"{workflow_id}:pay:{n}"
+    client = rt.platform_client(platform)
+    if client is None or not client.capabilities.retry_invoice:
+        result: dict[str, Any] = {"status": "skipped", "why": f"no {platform} API key configured"}
+    else:
+        try:
+            pay = client.pay_invoice(invoice_id, idempotency_key=key, payment_method_id=payment_method_id)
+        except PlatformError as exc:
+            if exc.retryable:
+                raise
+            pay = None
+            result = {"status": "failed", "error": exc.message, "code": exc.code, "never_retry": False}
+        if pay is not None:
+            decline = pay.attempt.decline if pay.attempt else None
+            result = {
+                "status": pay.outcome, "invoice_status": pay.invoice.status.value, "message": pay.message,
+                "decline_code": decline.code if decline else None,
+                "never_retry": bool(decline and decline.never_retry),
+            }
+            with rt.db.session() as s:
+                now = datetime.now(UTC)
+                m = Mirror(s)
+                m.upsert(pay.invoice, source_time=now, source="billops")
+                if pay.attempt is not None:
+                    m.upsert(pay.attempt.model_copy(update={"initiated_by": "billops"}), source_time=now, source="billops")
+    with rt.db.session() as s:
+        dec = s.get(Decision, workflow_id)
+        assert dec is not None
+        dec.outcome = {**dec.outcome, f"pay:{n}": result}
+        audit.record(s, action="action.retry_payment", workflow_id=workflow_id, trace_id=dec.trace_id,
+                     subject=f"{platform}:invoice:{invoice_id}",
+                     inputs={"key": key, "payment_method": payment_method_id}, outcome=result)
+    return result
+
+
+@DBOS.step(name="finish")
+def finish(workflow_id: str, platform: str, invoice_id: str, status: str, detail: dict[str, Any]) -> None:
+    rt = get_runtime()
+    with rt.db.session() as s:
+        dec = s.get(Decision, workflow_id)
+        if dec is not None and dec.status != status:
+            dec.status = status
+            dec.outcome = {**dec.outcome, "final": detail}
+            audit.record(s, action="recovery.finished", workflow_id=workflow_id, trace_id=dec.trace_id,
+                         subject=f"{platform}:invoice:{invoice_id}", outcome={"status": status, **detail})
+        claim = s.get(ActiveRecovery, (platform, invoice_id))
+        if claim is not None and claim.workflow_id == workflow_id:
+            s.delete(claim)
+
+
+def plan_of(decision: dict[str, Any]) -> DecisionPlan:
+    return DecisionPlan.model_validate(decision["plan"])

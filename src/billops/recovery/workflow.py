@@ -1,0 +1,157 @@
+"""The durable workflows (DBOS). `process_event` runs once per accepted webhook, under the workflow id
+`<platform>:<event id>`: it applies the event to the mirror, starts (or joins) a payment recovery on a
+failed payment, and tells running recoveries when their invoice settles or the card is updated.
+
+A recovery: claim the invoice (one recovery per invoice) → gather context → decide and record →
+by mode: shadow (stop), assist (durable wait for a human, with a timeout and a default outcome),
+auto (execute; human_review routes still wait for a human). Execution waits for each retry time
+with a durable timer that wakes early when the invoice settles elsewhere.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from dbos import DBOS, SetWorkflowID
+
+from billops.recovery import steps
+from billops.runtime import get_runtime
+
+APPROVAL_TOPIC = "approval"
+INVOICE_TOPIC = "invoice_events"
+
+
+def followup_id(decision_workflow_id: str) -> str:
+    """The workflow that waits (for approval, for retry times) after a decision. It runs outside the
+    events queue so that long waits never hold a queue slot."""
+    return f"{decision_workflow_id}:followup"
+
+
+@DBOS.workflow(name="process_event")
+def process_event(inbox_id: int) -> dict[str, Any]:
+    applied = steps.apply_event(inbox_id)
+    event = applied["event"]
+    kind, platform = event["kind"], event["platform"]
+    invoice = event.get("invoice")
+    result: dict[str, Any] = {"kind": kind, "mirror": applied["changed"]}
+
+    if kind == "payment_failed" and invoice and invoice.get("status") == "open":
+        result["recovery"] = recover(event, applied["trace_id"])
+    elif invoice and invoice.get("status") in steps.SETTLED:
+        for wf in steps.find_recoveries_to_notify(platform, invoice["id"], None):
+            if wf != DBOS.workflow_id:
+                DBOS.send(followup_id(wf), {"type": "settled", "status": invoice["status"]}, topic=INVOICE_TOPIC)
+        result["notified"] = "settled"
+    elif kind == "payment_method_updated":
+        pm = event.get("payment_method") or {}
+        for wf in steps.find_recoveries_to_notify(platform, None, pm.get("customer_id")):
+            DBOS.send(followup_id(wf), {"type": "card_updated", "payment_method": pm.get("id")}, topic=INVOICE_TOPIC)
+        result["notified"] = "card_updated"
+    return result
+
+
+def recover(event: dict[str, Any], trace_id: str) -> dict[str, Any]:
+    wf = DBOS.workflow_id
+    assert wf is not None
+    platform, invoice_id = event["platform"], event["invoice"]["id"]
+    owner = steps.claim_invoice(platform, invoice_id, wf)
+    if owner != wf:
+        return {"status": "joined", "recovery": owner}
+
+    rt = get_runtime()
+    wait = rt.policy().recovery.context_wait_seconds
+    gathered = steps.gather_context(event, True)
+    waited = 0.0
+    while not gathered["ready"] and not gathered["settled"] and waited < wait:
+        # The charge's decline details often arrive a moment after the invoice event.
+        DBOS.sleep(1.0)
+        waited += 1.0
+        gathered = steps.gather_context(event, False)
+    if gathered["settled"]:
+        steps.finish(wf, platform, invoice_id, "settled_before_decision", {})
+        return {"status": "settled_before_decision"}
+
+    decision = steps.decide_and_record(wf, event["event_id"], gathered["context"], trace_id)
+    status = decision["status"]
+    if status == "recorded":  # shadow
+        steps.finish(wf, platform, invoice_id, "recorded", {"mode": "shadow"})
+        return {"status": "recorded", "route": decision["route"]}
+
+    with SetWorkflowID(followup_id(wf)):
+        DBOS.start_workflow(recovery_followup, decision)
+    return {"status": status, "route": decision["route"], "followup": followup_id(wf)}
+
+
+@DBOS.workflow(name="recovery_followup")
+def recovery_followup(decision: dict[str, Any]) -> dict[str, Any]:
+    wf, platform, invoice_id = decision["workflow_id"], decision["platform"], decision["invoice_id"]
+    rt = get_runtime()
+    if decision["status"] == "awaiting_approval":
+        timeout = rt.policy().approvals.timeout_hours * 3600
+        msg = DBOS.recv(APPROVAL_TOPIC, timeout_seconds=timeout)
+        verdict = msg if msg is not None else steps.expire_approval(wf)
+        if not verdict.get("approved"):
+            final = "rejected" if verdict.get("status") != "expired" else "expired"
+            steps.finish(wf, platform, invoice_id, final, {"by": verdict.get("by")})
+            return {"status": final, "route": decision["route"]}
+    return execute(decision)
+
+
+def execute(decision: dict[str, Any]) -> dict[str, Any]:
+    wf = decision["workflow_id"]
+    platform, invoice_id = decision["platform"], decision["invoice_id"]
+    plan = steps.plan_of(decision)
+    for i, action in enumerate(plan.actions):
+        if action.type in ("retry_payment", "human_review"):
+            continue
+        try:
+            steps.platform_action(wf, f"{i}:{action.type}", action.model_dump(mode="json"))
+        except Exception as exc:  # retries exhausted: recorded by DBOS; go on with the rest of the plan
+            DBOS.logger.warning("action %s failed for %s: %s", action.type, wf, exc)
+
+    retries = [a for a in plan.actions if a.type == "retry_payment"]
+    if not retries and plan.retry_blocked and plan.route in ("no_retry", "retry_and_notify"):
+        # No blind retry: wait for new card data, then try once with it.
+        msg = _wait(plan_window_seconds(decision))
+        if msg is None:
+            return _done(wf, platform, invoice_id, "exhausted", {"why": "no new card data within the window"})
+        if msg["type"] == "settled":
+            return _done(wf, platform, invoice_id, "settled_elsewhere", {"status": msg.get("status")})
+        retries_to_run: list[tuple[int, datetime | None, str | None]] = [(1, None, msg.get("payment_method"))]
+    else:
+        retries_to_run = [(int(a.detail["n"]), a.at, a.detail.get("payment_method")) for a in retries]
+
+    for n, at, pm in retries_to_run:
+        if at is not None:
+            msg = _wait(max(0.0, (at - datetime.now(UTC)).total_seconds()))
+            if msg is not None and msg["type"] == "settled":
+                return _done(wf, platform, invoice_id, "settled_elsewhere", {"status": msg.get("status")})
+        try:
+            res = steps.retry_payment(wf, n, pm)
+        except Exception as exc:
+            res = {"status": "failed", "error": str(exc), "never_retry": False}
+        if res["status"] in ("succeeded", "already_settled"):
+            return _done(wf, platform, invoice_id, "recovered" if res["status"] == "succeeded" else "settled_elsewhere",
+                         {"retry": n})
+        if res["status"] == "skipped":
+            return _done(wf, platform, invoice_id, "not_executed", {"why": res.get("why")})
+        if res.get("never_retry"):
+            return _done(wf, platform, invoice_id, "stopped", {"why": f"hard decline on retry {n}"})
+    return _done(wf, platform, invoice_id, "exhausted", {"retries": len(retries_to_run)})
+
+
+def _wait(seconds: float) -> dict[str, Any] | None:
+    """A durable timer that returns early with a message about the invoice (settled, card updated)."""
+    if seconds <= 0:
+        return None
+    return DBOS.recv(INVOICE_TOPIC, timeout_seconds=seconds)  # type: ignore[no-any-return]
+
+
+def plan_window_seconds(decision: dict[str, Any]) -> float:
+    return float(get_runtime().policy().recovery.window_days * 86400)
+
+
+def _done(wf: str, platform: str, invoice_id: str, status: str, detail: dict[str, Any]) -> dict[str, Any]:
+    steps.finish(wf, platform, invoice_id, status, detail)
+    return {"status": status, **detail}

@@ -1,0 +1,126 @@
+"""Shared fixtures: a fresh BillOps runtime (database + DBOS) per test, on SQLite and, when a
+PostgreSQL server answers on 127.0.0.1:5432, on PostgreSQL too (`backend` parametrization)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import stripe
+import yaml
+
+sys.path.insert(0, str(Path(__file__).parent))  # tests/support is importable as `support`
+
+from billops.config import DEFAULT_POLICY_FILE, Settings  # noqa: E402
+from billops.runtime import Runtime, start_runtime, stop_runtime  # noqa: E402
+
+SECRET = "whsec_test_primary"
+OLD_SECRET = "whsec_test_rotated_out"
+PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+
+
+def _pg_available() -> bool:
+    try:
+        import psycopg
+
+        with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres", connect_timeout=2):
+            return True
+    except Exception:
+        return False
+
+
+PG = _pg_available()
+
+
+@pytest.fixture
+def make_policy(tmp_path: Path) -> Callable[..., Path]:
+    """Write a policy file: the packaged defaults with the given top-level sections replaced/merged."""
+
+    def _make(**changes: Any) -> Path:
+        raw = yaml.safe_load(DEFAULT_POLICY_FILE.read_text())
+        for key, value in changes.items():
+            if isinstance(value, dict) and isinstance(raw.get(key), dict):
+                raw[key] = {**raw[key], **value}
+            else:
+                raw[key] = value
+        path = tmp_path / f"policy-{uuid.uuid4().hex[:6]}.yaml"
+        path.write_text(yaml.safe_dump(raw))
+        return path
+
+    return _make
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def database_url(backend: str, tmp_path: Path) -> Iterator[str]:
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp_path / 'billops.db'}"
+        return
+    if not PG:
+        pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432")
+    import psycopg
+
+    name = f"billops_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres", autocommit=True) as c:
+        c.execute(f'CREATE DATABASE "{name}"')
+    yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres", autocommit=True) as c:
+        c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def settings_factory(tmp_path: Path, make_policy: Callable[..., Path]) -> Callable[..., Settings]:
+    def _make(database_url: str | None = None, **kw: Any) -> Settings:
+        base: dict[str, Any] = {
+            "data_dir": tmp_path / "data",
+            "database_url": database_url,
+            "stripe_webhook_secrets": {"default": [SECRET, OLD_SECRET]},
+            "executor_id": f"test-{uuid.uuid4().hex[:6]}",
+        }
+        base.update(kw)
+        if "policy_file" not in base:
+            base["policy_file"] = make_policy(recovery={"context_wait_seconds": 1})
+        return Settings(**base)
+
+    return _make
+
+
+@pytest.fixture
+def runtime_factory() -> Iterator[Callable[[Settings], Runtime]]:
+    started: list[bool] = []
+
+    def _start(settings: Settings) -> Runtime:
+        started.append(True)
+        return start_runtime(settings)
+
+    yield _start
+    if started:
+        stop_runtime()
+
+
+def sign(payload: dict[str, Any] | str | bytes, secret: str = SECRET, timestamp: int | None = None) -> tuple[bytes, str]:
+    body = payload if isinstance(payload, bytes) else (
+        payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
+    )
+    header = stripe.WebhookSignature.generate_signature_header(body.decode(), secret, timestamp=timestamp)
+    return body, header
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 30, interval: float = 0.1) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout} s")
