@@ -3,25 +3,18 @@ PostgreSQL server answers on 127.0.0.1:5432, on PostgreSQL too (`backend` parame
 
 from __future__ import annotations
 
-import json
-import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import stripe
 import yaml
 
-sys.path.insert(0, str(Path(__file__).parent))  # tests/support is importable as `support`
+from billops.config import DEFAULT_POLICY_FILE, Settings
+from billops.runtime import Runtime, start_runtime, stop_runtime
+from support.helpers import OLD_SECRET, SECRET
 
-from billops.config import DEFAULT_POLICY_FILE, Settings  # noqa: E402
-from billops.runtime import Runtime, start_runtime, stop_runtime  # noqa: E402
-
-SECRET = "whsec_test_primary"
-OLD_SECRET = "whsec_test_rotated_out"
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
 
@@ -105,22 +98,21 @@ def runtime_factory() -> Iterator[Callable[[Settings], Runtime]]:
 
     yield _start
     if started:
+        _release_waiting_workflows()
         stop_runtime()
 
 
-def sign(payload: dict[str, Any] | str | bytes, secret: str = SECRET, timestamp: int | None = None) -> tuple[bytes, str]:
-    body = payload if isinstance(payload, bytes) else (
-        payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
-    )
-    header = stripe.WebhookSignature.generate_signature_header(body.decode(), secret, timestamp=timestamp)
-    return body, header
+def _release_waiting_workflows() -> None:
+    """Test-harness cleanup: DBOS.destroy() does not end workflow threads blocked in recv/sleep (in a
+    real shutdown the process exits). Cancel what is still pending, then wake the waiters, so no thread
+    outlives its test and polls a database that has been dropped."""
+    from dbos import DBOS
+    from dbos._dbos import _get_dbos_instance
 
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 30, interval: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout} s")
+    try:
+        for wf in DBOS.list_workflows(status=["PENDING", "ENQUEUED"]):
+            DBOS.cancel_workflow(wf.workflow_id)
+        for _key, _components, signal in _get_dbos_instance()._sys_db.notifications_map.snapshot():
+            signal.set()
+    except Exception:  # best effort: the runtime may already be half down
+        pass

@@ -46,7 +46,9 @@ def status() -> dict[str, Any]:
     counts = {"pending": 0, "enqueued": 0, "success": 0, "error": 0, "other": 0}
     with rt.db.engine.connect() as c:
         schema = "" if rt.db.is_sqlite else "dbos."
-        for st, n in c.execute(sa.text(f"SELECT status, count(*) FROM {schema}workflow_status GROUP BY status")):
+        for st, n in c.execute(
+            sa.text(f"SELECT status, count(*) FROM {schema}workflow_status GROUP BY status")
+        ):
             key = str(st).lower()
             counts[key if key in counts else "other"] += n
     return {"events": events, "decisions": decisions, "workflows": counts}
@@ -54,11 +56,25 @@ def status() -> dict[str, Any]:
 
 def decision_view(d: Decision) -> dict[str, Any]:
     return {
-        "workflow_id": d.workflow_id, "platform": d.platform, "invoice_id": d.invoice_id,
-        "customer_id": d.customer_id, "event_id": d.event_id, "amount": d.amount, "currency": d.currency,
-        "route": d.route, "score": d.score, "mode": d.mode, "status": d.status, "decline_code": d.decline_code,
-        "decline_category": d.decline_category, "plan": d.plan, "versions": d.versions, "outcome": d.outcome,
-        "trace_id": d.trace_id, "created_at": d.created_at.isoformat(), "updated_at": d.updated_at.isoformat(),
+        "workflow_id": d.workflow_id,
+        "platform": d.platform,
+        "invoice_id": d.invoice_id,
+        "customer_id": d.customer_id,
+        "event_id": d.event_id,
+        "amount": d.amount,
+        "currency": d.currency,
+        "route": d.route,
+        "score": d.score,
+        "mode": d.mode,
+        "status": d.status,
+        "decline_code": d.decline_code,
+        "decline_category": d.decline_category,
+        "plan": d.plan,
+        "versions": d.versions,
+        "outcome": d.outcome,
+        "trace_id": d.trace_id,
+        "created_at": d.created_at.isoformat(),
+        "updated_at": d.updated_at.isoformat(),
     }
 
 

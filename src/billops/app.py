@@ -30,7 +30,9 @@ def create_app(settings: Settings | None = None, *, manage_runtime: bool = True)
                 stop_runtime()
 
     app = FastAPI(
-        title="BillOps", version=__version__, lifespan=lifespan,
+        title="BillOps",
+        version=__version__,
+        lifespan=lifespan,
         description="Webhooks in; governed, audited billing-operations decisions out.",
     )
 

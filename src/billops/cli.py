@@ -15,8 +15,11 @@ from rich.table import Table
 from billops.config import Settings, load_settings
 from billops.errors import BillopsError
 
-app = typer.Typer(help="BillOps: governed, audited decisions for subscription billing operations.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="BillOps: governed, audited decisions for subscription billing operations.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 approvals_app = typer.Typer(help="The human approval queue.", no_args_is_help=True)
 audit_app = typer.Typer(help="The hash-chained audit log.", no_args_is_help=True)
 decisions_app = typer.Typer(help="Decisions BillOps made.", no_args_is_help=True)
@@ -62,12 +65,18 @@ def serve(
 
     from billops.app import create_app
     from billops.observability import configure_logging
+    from billops.runtime import start_runtime, stop_runtime
 
     s = settings()
     configure_logging(s.log_level, s.log_json)
-    app_ = create_app(s)
-    err.print(f"BillOps on http://{host or s.host}:{port or s.port}  database {s.db_url.split('?')[0]}")
-    uvicorn.run(app_, host=host or s.host, port=port or s.port, log_level="warning", access_log=False)
+    # DBOS is launched here, before the event loop starts (DBOS refuses to register queues inside one).
+    rt = start_runtime(s)
+    try:
+        app_ = create_app(s, manage_runtime=False)
+        err.print(f"BillOps on http://{host or s.host}:{port or s.port}  database {rt.db.safe_url}")
+        uvicorn.run(app_, host=host or s.host, port=port or s.port, log_level="warning", access_log=False)
+    finally:
+        stop_runtime()
 
 
 # ---------------------------------------------------------------- approvals
@@ -89,8 +98,16 @@ def approvals_list(
     for col in ("id", "workflow", "invoice", "amount", "route", "score", "why", "expires"):
         t.add_column(col)
     for a in items:
-        t.add_row(str(a["id"]), a["workflow_id"], a["invoice_id"], _money(a["amount"], a["currency"]), a["route"],
-                  str(a["score"]), a["why"], a["expires_at"][:16])
+        t.add_row(
+            str(a["id"]),
+            a["workflow_id"],
+            a["invoice_id"],
+            _money(a["amount"], a["currency"]),
+            a["route"],
+            str(a["score"]),
+            a["why"],
+            a["expires_at"][:16],
+        )
     console.print(t)
 
 
@@ -101,7 +118,9 @@ def _decide(ref: str, approve: bool, by: str | None, note: str | None) -> None:
 
     who = by or f"cli:{getpass.getuser()}"
     view = decide_approval(runtime(), ref, approve=approve, by=who, note=note)
-    console.print(f"approval {view['id']} {view['status']} by {who}: workflow {view['workflow_id']} continues")
+    console.print(
+        f"approval {view['id']} {view['status']} by {who}: workflow {view['workflow_id']} continues"
+    )
 
 
 @approvals_app.command("approve")
@@ -145,7 +164,9 @@ def audit_verify() -> None:
 
 @audit_app.command("export")
 def audit_export(
-    out: Annotated[Path, typer.Option("--out", "-o", help="JSONL file to write ('-' for stdout).")] = Path("-"),
+    out: Annotated[Path, typer.Option("--out", "-o", help="JSONL file to write ('-' for stdout).")] = Path(
+        "-"
+    ),
     workflow: Annotated[str | None, typer.Option(help="Only this workflow id.")] = None,
 ) -> None:
     """Write the audit log as JSONL (one record per line, with its hashes)."""
@@ -196,8 +217,17 @@ def decisions_list(
     for col in ("workflow", "invoice", "amount", "decline", "score", "route", "mode", "status", "retries"):
         t.add_column(col)
     for d in rows:
-        t.add_row(d.workflow_id, d.invoice_id, _money(d.amount, d.currency), d.decline_code or "", str(d.score),
-                  d.route, d.mode, d.status, ", ".join(r[:16] for r in d.plan.get("retries", [])))
+        t.add_row(
+            d.workflow_id,
+            d.invoice_id,
+            _money(d.amount, d.currency),
+            d.decline_code or "",
+            str(d.score),
+            d.route,
+            d.mode,
+            d.status,
+            ", ".join(r[:16] for r in d.plan.get("retries", [])),
+        )
     console.print(t)
 
 

@@ -8,7 +8,6 @@ process with a message that names the field.
 from __future__ import annotations
 
 import hashlib
-import os
 import socket
 import threading
 from functools import lru_cache
@@ -16,7 +15,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from billops.errors import ConfigError
@@ -55,7 +62,9 @@ class Settings(BaseSettings):
 
     # Stripe
     stripe_api_key: SecretStr | None = Field(default=None, description="Restricted key rk_… (or sk_…).")
-    stripe_api_base: str | None = Field(default=None, description="Override the API address (tests: localstripe).")
+    stripe_api_base: str | None = Field(
+        default=None, description="Override the API address (tests: localstripe)."
+    )
     stripe_webhook_secrets: dict[str, list[SecretStr]] = Field(
         default_factory=dict,
         description='Per endpoint, the accepted signing secrets: {"default": ["whsec_new", "whsec_old"]}.',
@@ -64,7 +73,11 @@ class Settings(BaseSettings):
     webhook_max_bytes: int = Field(default=512 * 1024, ge=1024)
 
     # Durable workflows
-    executor_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+    executor_id: str = Field(
+        default_factory=lambda: f"billops-{socket.gethostname()}",
+        description="Stable per worker process: after a crash, the process restarted with the same id "
+        "resumes that process's workflows. Give each worker on one host its own id.",
+    )
     workflow_version: str = Field(
         default="billops-wf-1",
         description="DBOS application_version. Bump only when workflow code changes incompatibly.",
@@ -133,12 +146,14 @@ class RecoveryThresholds(_Strict):
 
 class RecoveryPolicy(_Strict):
     thresholds: RecoveryThresholds = RecoveryThresholds()
-    retry_schedule_hours: dict[Literal["auto_retry", "retry_and_notify", "human_review"], list[float]] = Field(
-        default_factory=lambda: {
-            "auto_retry": [24, 96, 168],
-            "retry_and_notify": [48, 120, 216],
-            "human_review": [],
-        }
+    retry_schedule_hours: dict[Literal["auto_retry", "retry_and_notify", "human_review"], list[float]] = (
+        Field(
+            default_factory=lambda: {
+                "auto_retry": [24, 96, 168],
+                "retry_and_notify": [48, 120, 216],
+                "human_review": [],
+            }
+        )
     )
     max_retries: int = Field(default=4, ge=0, le=15)
     window_days: int = Field(default=21, ge=1, le=60)
@@ -147,7 +162,8 @@ class RecoveryPolicy(_Strict):
     )
     context_wait_seconds: float = Field(default=10, ge=0, le=600)
     manage_platform_retries: bool = Field(
-        default=True, description="In auto mode, turn off the platform's own retries for invoices BillOps manages."
+        default=True,
+        description="In auto mode, turn off the platform's own retries for invoices BillOps manages.",
     )
 
     @field_validator("retry_schedule_hours")
@@ -164,7 +180,8 @@ class RecoveryPolicy(_Strict):
 class ApprovalPolicy(_Strict):
     timeout_hours: float = Field(default=48, gt=0)
     timeout_outcome: Literal["reject", "approve"] = Field(
-        default="reject", description="What happens when nobody decides in time. Default: nothing is executed."
+        default="reject",
+        description="What happens when nobody decides in time. Default: nothing is executed.",
     )
 
 
@@ -174,8 +191,12 @@ class Policy(_Strict):
     recovery: RecoveryPolicy = RecoveryPolicy()
     approvals: ApprovalPolicy = ApprovalPolicy()
     templates: str = Field(default="recovery-v1", description="Template set under drafting/templates/.")
-    network_rules: str = Field(default="builtin", description="'builtin' or a path to a network rules YAML file.")
-    declines: str = Field(default="builtin", description="'builtin' or a path to a decline taxonomy YAML file.")
+    network_rules: str = Field(
+        default="builtin", description="'builtin' or a path to a network rules YAML file."
+    )
+    declines: str = Field(
+        default="builtin", description="'builtin' or a path to a decline taxonomy YAML file."
+    )
 
     # Filled by the loader, not by the file.
     digest: str = ""
@@ -208,7 +229,7 @@ _policy_cache: dict[Path, tuple[float, Policy]] = {}
 
 
 def load_policy(path: Path | None = None) -> Policy:
-    """Load (and cache by modification time) the policy file, so an edited file takes effect without restart."""
+    """Load the policy file, cached by modification time: an edited file takes effect without restart."""
     path = (path or DEFAULT_POLICY_FILE).resolve()
     try:
         mtime = path.stat().st_mtime

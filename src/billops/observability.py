@@ -9,9 +9,13 @@ import uuid
 import structlog
 from prometheus_client import Counter, Histogram
 
-WEBHOOKS = Counter("billops_webhooks_total", "Webhook requests by platform and outcome", ["platform", "outcome"])
+WEBHOOKS = Counter(
+    "billops_webhooks_total", "Webhook requests by platform and outcome", ["platform", "outcome"]
+)
 WEBHOOK_SECONDS = Histogram(
-    "billops_webhook_seconds", "Time to verify, store and enqueue one webhook", ["platform"],
+    "billops_webhook_seconds",
+    "Time to verify, store and enqueue one webhook",
+    ["platform"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
 
@@ -27,7 +31,9 @@ def new_trace_id(traceparent: str | None = None) -> str:
 
 def configure_logging(level: str = "INFO", json_logs: bool = False) -> None:
     logging.basicConfig(level=level.upper(), stream=sys.stderr, format="%(message)s")
-    renderer = structlog.processors.JSONRenderer() if json_logs else structlog.dev.ConsoleRenderer(colors=False)
+    renderer = (
+        structlog.processors.JSONRenderer() if json_logs else structlog.dev.ConsoleRenderer(colors=False)
+    )
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from conftest import OLD_SECRET, SECRET, sign, wait_for
 from fastapi.testclient import TestClient
 
 from billops.app import create_app
 from billops.store.models import InboxEvent
+from support.helpers import OLD_SECRET, SECRET, sign, wait_for, workflow_ids
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "stripe"
 
@@ -38,9 +38,7 @@ def stored(client: Any) -> int:
 
 
 def workflows(client: Any) -> list[str]:
-    with client.rt.db.engine.connect() as c:
-        schema = "" if client.rt.db.is_sqlite else "dbos."
-        return [r[0] for r in c.execute(sa.text(f"SELECT workflow_uuid FROM {schema}workflow_status"))]
+    return workflow_ids(client.rt)
 
 
 def post(client: Any, body: bytes, header: str | None, endpoint: str = "default", **headers: str) -> Any:

@@ -11,7 +11,24 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 # Currencies whose minor unit is the major unit (Stripe's list of zero-decimal currencies).
 ZERO_DECIMAL = frozenset(
-    "bif clp djf gnf jpy kmf krw mga pyg rwf ugx vnd vuv xaf xof xpf".split()
+    [
+        "bif",
+        "clp",
+        "djf",
+        "gnf",
+        "jpy",
+        "kmf",
+        "krw",
+        "mga",
+        "pyg",
+        "rwf",
+        "ugx",
+        "vnd",
+        "vuv",
+        "xaf",
+        "xof",
+        "xpf",
+    ]
 )
 
 
@@ -59,7 +76,9 @@ class Decline(_Model):
     raw_code: str | None = Field(default=None, description="The platform's own code, as received.")
     message: str | None = None
     advice_code: str | None = Field(default=None, description="Stripe advice_code, when present.")
-    network_advice_code: str | None = Field(default=None, description="Mastercard MAC or Visa advice, 2 chars.")
+    network_advice_code: str | None = Field(
+        default=None, description="Mastercard MAC or Visa advice, 2 chars."
+    )
     network_decline_code: str | None = None
     network: str | None = Field(default=None, description="visa, mastercard, amex, …")
     retry_after_hours: float | None = Field(default=None, description="Network-mandated wait before a retry.")
@@ -148,7 +167,8 @@ class Invoice(_Model):
     plan_name: str | None = None
     latest_attempt_id: str | None = Field(default=None, description="Charge id of the last try, when known.")
     payment_intent_id: str | None = Field(
-        default=None, description="The PaymentIntent paying this invoice (old: invoice.payment_intent; new: invoice.payments)."
+        default=None,
+        description="The PaymentIntent paying this invoice (old: payment_intent; new: invoice.payments).",
     )
     metadata: dict[str, Any] = Field(default_factory=dict)
 

@@ -45,8 +45,14 @@ class TemplateSet:
                 subject = self.env.get_template(f"{kind}.subject.j2").render(**ctx).strip()
         except jinja2.TemplateError as exc:
             raise ConfigError(f"template {self.name}/{kind}: {exc}") from exc
-        return Draft(kind=kind, channel=self.channels[kind], subject=subject, body=body,
-                     template=f"{self.name}/{kind}", version=self.version)
+        return Draft(
+            kind=kind,
+            channel=self.channels[kind],
+            subject=subject,
+            body=body,
+            template=f"{self.name}/{kind}",
+            version=self.version,
+        )
 
 
 @lru_cache(maxsize=8)
@@ -68,5 +74,9 @@ def load_template_set(name: str, root: str | None = None) -> TemplateSet:
         lstrip_blocks=True,
     )
     channels = {str(k): str(v) for k, v in (raw.get("templates") or {}).items()}
-    return TemplateSet(name=name, version=f"{name}@{raw.get('version', '0')}+{h.hexdigest()[:10]}",
-                       channels=channels, env=env)
+    return TemplateSet(
+        name=name,
+        version=f"{name}@{raw.get('version', '0')}+{h.hexdigest()[:10]}",
+        channels=channels,
+        env=env,
+    )

@@ -27,18 +27,32 @@ def list_approvals(rt: Runtime, status: str | None = "pending", limit: int = 100
 def approval_view(a: Approval, d: Decision) -> dict[str, Any]:
     plan = d.plan
     return {
-        "id": a.id, "workflow_id": a.workflow_id, "status": a.status, "why": a.reason_for_review,
-        "requested_at": a.requested_at.isoformat(), "expires_at": a.expires_at.isoformat(),
-        "decided_by": a.decided_by, "decided_at": a.decided_at.isoformat() if a.decided_at else None,
-        "note": a.note, "platform": d.platform, "invoice_id": d.invoice_id, "customer_id": d.customer_id,
-        "amount": d.amount, "currency": d.currency, "route": d.route, "score": d.score,
-        "reasons": plan.get("reasons", []), "retries": plan.get("retries", []),
+        "id": a.id,
+        "workflow_id": a.workflow_id,
+        "status": a.status,
+        "why": a.reason_for_review,
+        "requested_at": a.requested_at.isoformat(),
+        "expires_at": a.expires_at.isoformat(),
+        "decided_by": a.decided_by,
+        "decided_at": a.decided_at.isoformat() if a.decided_at else None,
+        "note": a.note,
+        "platform": d.platform,
+        "invoice_id": d.invoice_id,
+        "customer_id": d.customer_id,
+        "amount": d.amount,
+        "currency": d.currency,
+        "route": d.route,
+        "score": d.score,
+        "reasons": plan.get("reasons", []),
+        "retries": plan.get("retries", []),
         "actions": [x["type"] for x in plan.get("actions", [])],
         "messages": plan.get("messages", []),
     }
 
 
-def decide_approval(rt: Runtime, ref: str, *, approve: bool, by: str, note: str | None = None) -> dict[str, Any]:
+def decide_approval(
+    rt: Runtime, ref: str, *, approve: bool, by: str, note: str | None = None
+) -> dict[str, Any]:
     """`ref` is the approval id or the decision's workflow id."""
     from billops.recovery.workflow import APPROVAL_TOPIC, followup_id
 
@@ -58,13 +72,21 @@ def decide_approval(rt: Runtime, ref: str, *, approve: bool, by: str, note: str 
         appr.decided_by, appr.decided_at, appr.note = by, now, note
         dec.status = "approved" if approve else "rejected"
         audit.record(
-            s, action=f"approval.{appr.status}", actor_type="human", actor=by, workflow_id=appr.workflow_id,
-            trace_id=dec.trace_id, subject=f"{dec.platform}:invoice:{dec.invoice_id}",
+            s,
+            action=f"approval.{appr.status}",
+            actor_type="human",
+            actor=by,
+            workflow_id=appr.workflow_id,
+            trace_id=dec.trace_id,
+            subject=f"{dec.platform}:invoice:{dec.invoice_id}",
             outcome={"note": note} if note else {},
         )
         message = {"approved": approve, "by": by, "note": note, "status": appr.status}
         rt.dbos_client().send_in_transaction(
-            s.connection(), followup_id(appr.workflow_id), message, topic=APPROVAL_TOPIC,
+            s.connection(),
+            followup_id(appr.workflow_id),
+            message,
+            topic=APPROVAL_TOPIC,
             idempotency_key=f"approval:{appr.workflow_id}",
         )
         s.flush()

@@ -124,7 +124,8 @@ def verify(session: Session, *, max_problems: int = 50) -> VerifyResult:
     if head is not None and len(problems) < max_problems:
         if head.seq != expected_seq - 1 or head.hash != prev_hash:
             problems.append(
-                f"the chain ends at record {expected_seq - 1} but its head says {head.seq}: records at the end were removed"
+                f"the chain ends at record {expected_seq - 1} but its head says {head.seq}: "
+                "records at the end were removed"
                 if head.seq != expected_seq - 1
                 else "the newest record's hash differs from the recorded head"
             )
@@ -133,7 +134,9 @@ def verify(session: Session, *, max_problems: int = 50) -> VerifyResult:
     return VerifyResult(ok=not problems, records=count, head_hash=prev_hash, problems=problems)
 
 
-def export(session: Session, *, since: datetime | None = None, workflow_id: str | None = None) -> Iterator[dict[str, Any]]:
+def export(
+    session: Session, *, since: datetime | None = None, workflow_id: str | None = None
+) -> Iterator[dict[str, Any]]:
     q = sa.select(AuditRecord).order_by(AuditRecord.seq)
     if since is not None:
         q = q.where(AuditRecord.at >= since)

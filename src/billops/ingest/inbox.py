@@ -35,17 +35,28 @@ def accept(rt: Runtime, *, event: CanonicalEvent, raw: bytes, endpoint: str, tra
     try:
         with rt.db.session() as s:
             row = InboxEvent(
-                platform=event.platform, event_id=event.event_id, event_type=event.event_type,
-                endpoint=endpoint, kind=event.kind.value, occurred_at=event.occurred_at,
-                livemode=event.livemode, payload=raw.decode("utf-8"),
-                canonical=json.loads(event.model_dump_json()), workflow_id=wf, trace_id=trace_id,
+                platform=event.platform,
+                event_id=event.event_id,
+                event_type=event.event_type,
+                endpoint=endpoint,
+                kind=event.kind.value,
+                occurred_at=event.occurred_at,
+                livemode=event.livemode,
+                payload=raw.decode("utf-8"),
+                canonical=json.loads(event.model_dump_json()),
+                workflow_id=wf,
+                trace_id=trace_id,
             )
             s.add(row)
             s.flush()
             rt.dbos_client().enqueue_in_transaction(
                 s.connection(),
-                {"queue_name": EVENTS_QUEUE, "workflow_name": "process_event", "workflow_id": wf,
-                 "app_version": rt.settings.workflow_version},
+                {
+                    "queue_name": EVENTS_QUEUE,
+                    "workflow_name": "process_event",
+                    "workflow_id": wf,
+                    "app_version": rt.settings.workflow_version,
+                },
                 row.id,
             )
         return Accepted("accepted", event.event_id, wf)

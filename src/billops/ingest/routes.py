@@ -44,8 +44,12 @@ async def read_limited(request: Request, limit: int) -> bytes:
 @router.post(
     "/webhooks/stripe/{endpoint}",
     summary="Receive a Stripe webhook",
-    responses={400: {"description": "forged, stale, unsigned or malformed"}, 404: {"description": "unknown endpoint"},
-               413: {"description": "too large"}, 422: {"description": "not a Stripe event"}},
+    responses={
+        400: {"description": "forged, stale, unsigned or malformed"},
+        404: {"description": "unknown endpoint"},
+        413: {"description": "too large"},
+        422: {"description": "not a Stripe event"},
+    },
 )
 async def stripe_webhook(endpoint: str, request: Request) -> JSONResponse:
     from billops.platforms.stripe.normalize import normalize_event
@@ -61,14 +65,27 @@ async def stripe_webhook(endpoint: str, request: Request) -> JSONResponse:
         except ValueError as exc:
             raise WebhookRejected(f"body is not valid JSON: {exc}", status=400) from exc
         event = normalize_event(payload)
-        result = await run_in_threadpool(inbox.accept, rt, event=event, raw=body, endpoint=endpoint, trace_id=trace_id)
+        result = await run_in_threadpool(
+            inbox.accept, rt, event=event, raw=body, endpoint=endpoint, trace_id=trace_id
+        )
     except BillopsError as exc:
         WEBHOOKS.labels("stripe", f"rejected_{exc.status}").inc()
-        log.warning("webhook rejected", platform="stripe", endpoint=endpoint, status=exc.status, reason=exc.message,
-                    trace_id=trace_id)
+        log.warning(
+            "webhook rejected",
+            platform="stripe",
+            endpoint=endpoint,
+            status=exc.status,
+            reason=exc.message,
+            trace_id=trace_id,
+        )
         return JSONResponse({"error": exc.message}, status_code=exc.status)
     WEBHOOKS.labels("stripe", result.status).inc()
     WEBHOOK_SECONDS.labels("stripe").observe(time.perf_counter() - started)
     return JSONResponse(
-        {"status": result.status, "event_id": result.event_id, "workflow_id": result.workflow_id, "trace_id": trace_id}
+        {
+            "status": result.status,
+            "event_id": result.event_id,
+            "workflow_id": result.workflow_id,
+            "trace_id": trace_id,
+        }
     )

@@ -36,7 +36,9 @@ def verify(settings: Settings, endpoint: str, body: bytes, header: str | None) -
             raise WebhookRejected(f"stale Stripe-Signature timestamp (older than {tolerance} s)", status=400)
         if "Unable to extract" in msg or "No signatures found with expected scheme" in msg:
             raise WebhookRejected("malformed Stripe-Signature header", status=400)
-        raise WebhookRejected("Stripe-Signature does not match any configured secret for this endpoint", status=400)
+        raise WebhookRejected(
+            "Stripe-Signature does not match any configured secret for this endpoint", status=400
+        )
     # The SDK accepts any timestamp in the future; a signature from far ahead is as suspicious as a stale one.
     try:
         ts = int(next(p.split("=", 1)[1] for p in header.split(",") if p.startswith("t=")))

@@ -96,7 +96,11 @@ class Mirror:
         data = obj.model_dump(mode="json")
         if row is None:
             row = model(
-                platform=obj.platform, id=obj.id, data=data, source_updated_at=source_time, source=source,
+                platform=obj.platform,
+                id=obj.id,
+                data=data,
+                source_updated_at=source_time,
+                source=source,
                 **_columns(obj),
             )
             self.s.add(row)
@@ -168,9 +172,14 @@ class Mirror:
             PaymentAttemptRow.platform == platform, PaymentAttemptRow.customer_id == customer_id
         )
         if before is not None:
-            q = q.where(PaymentAttemptRow.attempted_at <= before,
-                        PaymentAttemptRow.attempted_at >= before - timedelta(days=days))
-        return [PaymentAttempt.model_validate(r.data) for r in self.s.scalars(q.order_by(PaymentAttemptRow.attempted_at))]
+            q = q.where(
+                PaymentAttemptRow.attempted_at <= before,
+                PaymentAttemptRow.attempted_at >= before - timedelta(days=days),
+            )
+        return [
+            PaymentAttempt.model_validate(r.data)
+            for r in self.s.scalars(q.order_by(PaymentAttemptRow.attempted_at))
+        ]
 
     def attempts_for_card(self, platform: str, fingerprint: str, since: datetime) -> list[PaymentAttempt]:
         rows = self.s.scalars(

@@ -8,7 +8,6 @@ at-most-once itself and says so in its docs).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
@@ -38,7 +37,9 @@ class PayResult:
 class BackfillPage:
     """One page of a backfill: the objects and the cursor to resume after them."""
 
-    items: list[Customer | Subscription | Invoice | PaymentAttempt | PaymentMethod] = field(default_factory=list)
+    items: list[Customer | Subscription | Invoice | PaymentAttempt | PaymentMethod] = field(
+        default_factory=list
+    )
     next_cursor: str | None = None  # None: this was the last page
 
 

@@ -36,8 +36,13 @@ _HINTS = {
 
 class Action(BaseModel):
     type: Literal[
-        "retry_payment", "disable_platform_retries", "write_note", "card_update_link",
-        "send_email", "send_sms", "human_review",
+        "retry_payment",
+        "disable_platform_retries",
+        "write_note",
+        "card_update_link",
+        "send_email",
+        "send_sms",
+        "human_review",
     ]
     at: datetime | None = None
     detail: dict[str, Any] = Field(default_factory=dict)
@@ -90,8 +95,14 @@ def decide(
     route, why = choose_route(f, score.value, policy)
     card = ctx.attempt.card if ctx.attempt and ctx.attempt.card else None
     plan = plan_retries(
-        route=route, decline=ctx.decline, card_brand=f.card_brand, failed_at=ctx.failed_at, now=now,
-        card_attempts=ctx.card_attempts, policy=policy.recovery, rules=rules,
+        route=route,
+        decline=ctx.decline,
+        card_brand=f.card_brand,
+        failed_at=ctx.failed_at,
+        now=now,
+        card_attempts=ctx.card_attempts,
+        policy=policy.recovery,
+        rules=rules,
     )
     other_pm = None
     if route == "retry_and_notify" and f.other_usable_methods:
@@ -128,7 +139,9 @@ def decide(
 
     def draft(kind: str, **extra: Any) -> None:
         d = templates.render(kind, **{**common, **extra})
-        messages.append(Message(kind=d.kind, channel=d.channel, subject=d.subject, body=d.body, template=d.template))
+        messages.append(
+            Message(kind=d.kind, channel=d.channel, subject=d.subject, body=d.body, template=d.template)
+        )
 
     if route == "auto_retry":
         draft("reassuring_email")
@@ -149,14 +162,24 @@ def decide(
         draft(
             "case_summary",
             customer_ref=f"{ctx.customer.id if ctx.customer else inv.customer_id}",
-            decline_code=ctx.decline.code, decline_category=ctx.decline.category.value,
-            network_advice=ctx.decline.network_advice_code, score=score.value, scorer=score.scorer,
-            reasons=score.reasons, past_successes=f.past_successes, past_failures=f.past_failures,
+            decline_code=ctx.decline.code,
+            decline_category=ctx.decline.category.value,
+            network_advice=ctx.decline.network_advice_code,
+            score=score.value,
+            scorer=score.scorer,
+            reasons=score.reasons,
+            past_successes=f.past_successes,
+            past_failures=f.past_failures,
             attempt_number=f.attempt_number,
-            card_desc=(f"{card.brand or '?'} {card.funding or ''} ending {card.last4 or '????'}, "
-                       f"expires {card.exp_month or '?'}/{card.exp_year or '?'}") if card else "unknown",
+            card_desc=(
+                f"{card.brand or '?'} {card.funding or ''} ending {card.last4 or '????'}, "
+                f"expires {card.exp_month or '?'}/{card.exp_year or '?'}"
+            )
+            if card
+            else "unknown",
             other_methods=f.other_usable_methods,
-            retries=[f"{t:%Y-%m-%d %H:%M} UTC" for t in plan.times], retry_blocked=plan.blocked,
+            retries=[f"{t:%Y-%m-%d %H:%M} UTC" for t in plan.times],
+            retry_blocked=plan.blocked,
             next_steps=steps,
         )
         actions.append(Action(type="human_review", detail={"why": why, "message": "case_summary"}))
@@ -164,11 +187,21 @@ def decide(
         if route != "human_review":
             actions.insert(0, Action(type="write_note"))
             if policy.recovery.manage_platform_retries:
-                actions.insert(0, Action(type="disable_platform_retries",
-                                         detail={"why": "BillOps manages this invoice's retries"}))
+                actions.insert(
+                    0,
+                    Action(
+                        type="disable_platform_retries",
+                        detail={"why": "BillOps manages this invoice's retries"},
+                    ),
+                )
         for i, t in enumerate(plan.times):
-            actions.append(Action(type="retry_payment", at=t,
-                                  detail={"n": i + 1, "payment_method": other_pm if i == 0 else None}))
+            actions.append(
+                Action(
+                    type="retry_payment",
+                    at=t,
+                    detail={"n": i + 1, "payment_method": other_pm if i == 0 else None},
+                )
+            )
     return DecisionPlan(
         route=route,
         score=score.value,

@@ -50,11 +50,15 @@ class RecoveryFeatures:
 def build_features(ctx: RecoveryContext, *, high_value_minor: int) -> RecoveryFeatures:
     at = ctx.failed_at
     card = ctx.attempt.card if ctx.attempt and ctx.attempt.card else None
-    earlier = [a for a in ctx.history if a.attempted_at < at and a.id != (ctx.attempt.id if ctx.attempt else None)]
+    earlier = [
+        a for a in ctx.history if a.attempted_at < at and a.id != (ctx.attempt.id if ctx.attempt else None)
+    ]
     failing_pm = ctx.attempt.payment_method_id if ctx.attempt else None
     others = [
-        pm for pm in ctx.payment_methods
-        if pm.id != failing_pm and pm.usable_at(at)
+        pm
+        for pm in ctx.payment_methods
+        if pm.id != failing_pm
+        and pm.usable_at(at)
         and not (card and pm.card and card.fingerprint and pm.card.fingerprint == card.fingerprint)
     ]
     tenure = None

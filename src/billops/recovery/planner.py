@@ -89,7 +89,9 @@ def plan_retries(
         wait_until = failed_at + timedelta(hours=decline.retry_after_hours)
         if wait_until > earliest:
             earliest = wait_until
-            plan.notes.append(f"network asks to wait {decline.retry_after_hours:g} h (advice {decline.network_advice_code})")
+            plan.notes.append(
+                f"network asks to wait {decline.retry_after_hours:g} h (advice {decline.network_advice_code})"
+            )
     spacing = timedelta(hours=rules.min_spacing_hours)
     network, limits = rules.for_brand(card_brand)
     window = timedelta(days=int(limits.get("window_days", 30)))
@@ -106,7 +108,9 @@ def plan_retries(
         if chosen and t < chosen[-1] + spacing:
             t = chosen[-1] + spacing
         if t > deadline:
-            plan.notes.append(f"retry at +{hours:g} h falls after the {policy.window_days}-day window: dropped")
+            plan.notes.append(
+                f"retry at +{hours:g} h falls after the {policy.window_days}-day window: dropped"
+            )
             continue
         reason = _cap_violation(network, limits, known + chosen, t, window)
         if reason:

@@ -54,7 +54,11 @@ class RulesScorer:
         add("decline_category", base, f"decline {f.decline_code} is {f.decline_category.replace('_', ' ')}")
         add("decline_code", _WEAK_SOFT.get(f.decline_code, 0), f"{f.decline_code} recovers less often")
         if f.attempt_number > 1:
-            add("attempt_number", -8 * (f.attempt_number - 1), f"already {f.attempt_number} attempts on this invoice")
+            add(
+                "attempt_number",
+                -8 * (f.attempt_number - 1),
+                f"already {f.attempt_number} attempts on this invoice",
+            )
         s = f.past_successes
         if s >= 6:
             add("past_successes", 10, f"{s} successful payments before")
@@ -78,9 +82,11 @@ class RulesScorer:
             add("card_funding", -10, "prepaid card")
         if f.other_usable_methods and f.decline_category != "hard":
             add("other_usable_methods", 8, f"{f.other_usable_methods} other usable payment method(s) on file")
-        value = int(round(max(0.0, min(100.0, sum(p for _, p, _ in terms)))))
+        value = round(max(0.0, min(100.0, sum(p for _, p, _ in terms))))
         if f.never_retry:
             value = min(value, 10)
-        ordered = [terms[0]] + sorted(terms[1:], key=lambda t: -abs(t[1]))
+        ordered = [terms[0], *sorted(terms[1:], key=lambda t: -abs(t[1]))]
         reasons = [f"{why} ({'+' if p > 0 else ''}{p:g})" for _, p, why in ordered]
-        return Score(value=value, scorer=self.version, reasons=reasons, contributions={n: p for n, p, _ in terms})
+        return Score(
+            value=value, scorer=self.version, reasons=reasons, contributions={n: p for n, p, _ in terms}
+        )

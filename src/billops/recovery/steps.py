@@ -85,7 +85,9 @@ def claim_invoice(platform: str, invoice_id: str, workflow_id: str) -> str:
     raise RuntimeError(f"could not claim invoice {invoice_id}")
 
 
-@DBOS.step(name="gather_context", retries_allowed=True, max_attempts=4, interval_seconds=2, should_retry=_retryable)
+@DBOS.step(
+    name="gather_context", retries_allowed=True, max_attempts=4, interval_seconds=2, should_retry=_retryable
+)
 def gather_context(event: dict[str, Any], fresh_read: bool) -> dict[str, Any]:
     """Mirror plus a fresh read of the invoice (and the failed charge, payment methods) from the API."""
     rt = get_runtime()
@@ -122,10 +124,16 @@ def gather_context(event: dict[str, Any], fresh_read: bool) -> dict[str, Any]:
         attempt = failed[-1] if failed else ev.attempt
         customer = m.get(Customer, platform, invoice.customer_id) if invoice.customer_id else None
         failed_at = attempt.attempted_at if attempt else ev.occurred_at
-        history = m.attempts_for_customer(platform, invoice.customer_id, before=failed_at) if invoice.customer_id else []
+        history = (
+            m.attempts_for_customer(platform, invoice.customer_id, before=failed_at)
+            if invoice.customer_id
+            else []
+        )
         card_attempts: list[PaymentAttempt] = []
         if attempt and attempt.card and attempt.card.fingerprint:
-            card_attempts = m.attempts_for_card(platform, attempt.card.fingerprint, failed_at - timedelta(days=30))
+            card_attempts = m.attempts_for_card(
+                platform, attempt.card.fingerprint, failed_at - timedelta(days=30)
+            )
         methods = m.payment_methods(platform, invoice.customer_id) if invoice.customer_id else []
     ready = attempt is not None and attempt.decline is not None
     policy = rt.policy()
@@ -136,17 +144,31 @@ def gather_context(event: dict[str, Any], fresh_read: bool) -> dict[str, Any]:
         decline = load_taxonomy(policy.declines).classify(None, message="decline details unavailable")
         notes.append("no decline details found for this failure: treated as generic_decline")
     ctx = RecoveryContext(
-        platform=platform, invoice=invoice, failed_at=failed_at, decline=decline, attempt=attempt,
-        customer=customer, history=history, card_attempts=card_attempts, payment_methods=methods, notes=notes,
+        platform=platform,
+        invoice=invoice,
+        failed_at=failed_at,
+        decline=decline,
+        attempt=attempt,
+        customer=customer,
+        history=history,
+        card_attempts=card_attempts,
+        payment_methods=methods,
+        notes=notes,
     )
-    return {"ready": ready, "settled": invoice.status.value in SETTLED, "context": CTX.dump_python(ctx, mode="json")}
+    return {
+        "ready": ready,
+        "settled": invoice.status.value in SETTLED,
+        "context": CTX.dump_python(ctx, mode="json"),
+    }
 
 
 # ------------------------------------------------------------------ decide
 
 
 @DBOS.step(name="decide_and_record")
-def decide_and_record(workflow_id: str, event_id: str, context: dict[str, Any], trace_id: str) -> dict[str, Any]:
+def decide_and_record(
+    workflow_id: str, event_id: str, context: dict[str, Any], trace_id: str
+) -> dict[str, Any]:
     rt = get_runtime()
     with rt.db.session() as s:
         existing = s.get(Decision, workflow_id)
@@ -161,29 +183,68 @@ def decide_and_record(workflow_id: str, event_id: str, context: dict[str, Any], 
         status = "recorded" if mode == "shadow" else "awaiting_approval" if awaiting else "approved"
         inv = ctx.invoice
         row = Decision(
-            workflow_id=workflow_id, workflow="recovery", platform=ctx.platform, invoice_id=inv.id,
-            customer_id=inv.customer_id, event_id=event_id, amount=inv.amount_remaining or inv.amount_due,
-            currency=inv.currency, route=plan.route, score=plan.score, decline_code=ctx.decline.code,
-            decline_category=ctx.decline.category.value, mode=mode, status=status,
-            plan=plan.model_dump(mode="json"), versions=plan.versions, trace_id=trace_id, outcome={},
+            workflow_id=workflow_id,
+            workflow="recovery",
+            platform=ctx.platform,
+            invoice_id=inv.id,
+            customer_id=inv.customer_id,
+            event_id=event_id,
+            amount=inv.amount_remaining or inv.amount_due,
+            currency=inv.currency,
+            route=plan.route,
+            score=plan.score,
+            decline_code=ctx.decline.code,
+            decline_category=ctx.decline.category.value,
+            mode=mode,
+            status=status,
+            plan=plan.model_dump(mode="json"),
+            versions=plan.versions,
+            trace_id=trace_id,
+            outcome={},
         )
         s.add(row)
         audit.record(
-            s, action="recovery.decided", actor_type="model", actor=plan.scorer, workflow_id=workflow_id,
-            trace_id=trace_id, subject=f"{ctx.platform}:invoice:{inv.id}", versions=plan.versions,
+            s,
+            action="recovery.decided",
+            actor_type="model",
+            actor=plan.scorer,
+            workflow_id=workflow_id,
+            trace_id=trace_id,
+            subject=f"{ctx.platform}:invoice:{inv.id}",
+            versions=plan.versions,
             inputs=context,
-            outcome={"route": plan.route, "score": plan.score, "mode": mode, "status": status,
-                     "retries": [t.isoformat() for t in plan.retries], "reasons": plan.reasons[:5]},
+            outcome={
+                "route": plan.route,
+                "score": plan.score,
+                "mode": mode,
+                "status": status,
+                "retries": [t.isoformat() for t in plan.retries],
+                "reasons": plan.reasons[:5],
+            },
         )
         if awaiting:
             hours = policy.approvals.timeout_hours
             why = "assist mode: every decision waits for a human" if mode == "assist" else plan.reasons[0]
-            s.add(Approval(workflow_id=workflow_id, status="pending", reason_for_review=why,
-                           expires_at=datetime.now(UTC) + timedelta(hours=hours)))
+            s.add(
+                Approval(
+                    workflow_id=workflow_id,
+                    status="pending",
+                    reason_for_review=why,
+                    expires_at=datetime.now(UTC) + timedelta(hours=hours),
+                )
+            )
             audit.record(
-                s, action="approval.requested", workflow_id=workflow_id, trace_id=trace_id,
-                subject=f"{ctx.platform}:invoice:{inv.id}", versions={"policy": policy.full_version},
-                outcome={"why": why, "timeout_hours": hours, "timeout_outcome": policy.approvals.timeout_outcome},
+                s,
+                action="approval.requested",
+                workflow_id=workflow_id,
+                trace_id=trace_id,
+                subject=f"{ctx.platform}:invoice:{inv.id}",
+                versions={"policy": policy.full_version},
+                outcome={
+                    "why": why,
+                    "timeout_hours": hours,
+                    "timeout_outcome": policy.approvals.timeout_outcome,
+                },
             )
         s.flush()
         return _decision_dict(row)
@@ -191,9 +252,15 @@ def decide_and_record(workflow_id: str, event_id: str, context: dict[str, Any], 
 
 def _decision_dict(row: Decision) -> dict[str, Any]:
     return {
-        "workflow_id": row.workflow_id, "platform": row.platform, "invoice_id": row.invoice_id,
-        "customer_id": row.customer_id, "mode": row.mode, "status": row.status, "route": row.route,
-        "plan": row.plan, "trace_id": row.trace_id,
+        "workflow_id": row.workflow_id,
+        "platform": row.platform,
+        "invoice_id": row.invoice_id,
+        "customer_id": row.customer_id,
+        "mode": row.mode,
+        "status": row.status,
+        "route": row.route,
+        "plan": row.plan,
+        "trace_id": row.trace_id,
     }
 
 
@@ -213,8 +280,12 @@ def expire_approval(workflow_id: str) -> dict[str, Any]:
         appr.decided_by = "timeout"
         dec.status = "approved" if outcome == "approve" else "expired"
         audit.record(
-            s, action="approval.expired", workflow_id=workflow_id, trace_id=dec.trace_id,
-            subject=f"{dec.platform}:invoice:{dec.invoice_id}", outcome={"default_outcome": outcome},
+            s,
+            action="approval.expired",
+            workflow_id=workflow_id,
+            trace_id=dec.trace_id,
+            subject=f"{dec.platform}:invoice:{dec.invoice_id}",
+            outcome={"default_outcome": outcome},
         )
         return {"approved": outcome == "approve", "by": "timeout", "status": "expired"}
 
@@ -222,7 +293,9 @@ def expire_approval(workflow_id: str) -> dict[str, Any]:
 # ------------------------------------------------------------------ act
 
 
-@DBOS.step(name="platform_action", retries_allowed=True, max_attempts=4, interval_seconds=2, should_retry=_retryable)
+@DBOS.step(
+    name="platform_action", retries_allowed=True, max_attempts=4, interval_seconds=2, should_retry=_retryable
+)
 def platform_action(workflow_id: str, step: str, action: dict[str, Any]) -> dict[str, Any]:
     """One platform write (or message hand-off), keyed `<workflow id>:<step>`, audited with its outcome."""
     rt = get_runtime()
@@ -236,7 +309,10 @@ def platform_action(workflow_id: str, step: str, action: dict[str, Any]) -> dict
     result: dict[str, Any]
     if kind in ("send_email", "send_sms"):
         channel = "email" if kind == "send_email" else "SMS"
-        result = {"status": "skipped", "why": f"no {channel} channel configured; the draft is in the decision"}
+        result = {
+            "status": "skipped",
+            "why": f"no {channel} channel configured; the draft is in the decision",
+        }
     elif client is None:
         result = {"status": "skipped", "why": f"no {platform} API key configured"}
     else:
@@ -247,8 +323,11 @@ def platform_action(workflow_id: str, step: str, action: dict[str, Any]) -> dict
                 result = {"status": "done"}
             elif kind == "write_note" and caps.write_note:
                 plan = dec.plan
-                note = {"billops_workflow": workflow_id, "billops_route": plan["route"],
-                        "billops_next_retry": (plan["retries"] or [""])[0]}
+                note = {
+                    "billops_workflow": workflow_id,
+                    "billops_route": plan["route"],
+                    "billops_next_retry": (plan["retries"] or [""])[0],
+                }
                 client.write_note(invoice_id, note, idempotency_key=key)
                 result = {"status": "done", "note": note}
             elif kind == "card_update_link" and caps.card_update_link and customer_id:
@@ -264,13 +343,27 @@ def platform_action(workflow_id: str, step: str, action: dict[str, Any]) -> dict
         dec = s.get(Decision, workflow_id)
         assert dec is not None
         dec.outcome = {**dec.outcome, step: result}
-        audit.record(s, action=f"action.{kind}", workflow_id=workflow_id, trace_id=dec.trace_id,
-                     subject=f"{platform}:invoice:{invoice_id}", inputs={"key": key, "action": action},
-                     outcome=result)
+        audit.record(
+            s,
+            action=f"action.{kind}",
+            workflow_id=workflow_id,
+            trace_id=dec.trace_id,
+            subject=f"{platform}:invoice:{invoice_id}",
+            inputs={"key": key, "action": action},
+            outcome=result,
+        )
     return result
 
 
-@DBOS.step(name="retry_payment", retries_allowed=True, max_attempts=4, interval_seconds=5, should_retry=_retryable)
+@DBOS.step(name="can_retry")
+def can_retry(platform: str) -> bool:
+    client = get_runtime().platform_client(platform)
+    return client is not None and bool(client.capabilities.retry_invoice)
+
+
+@DBOS.step(
+    name="retry_payment", retries_allowed=True, max_attempts=4, interval_seconds=5, should_retry=_retryable
+)
 def retry_payment(workflow_id: str, n: int, payment_method_id: str | None) -> dict[str, Any]:
     """Pay the invoice now. Safe to replay: the key is stable and the client skips settled invoices."""
     rt = get_runtime()
@@ -293,7 +386,9 @@ def retry_payment(workflow_id: str, n: int, payment_method_id: str | None) -> di
         if pay is not None:
             decline = pay.attempt.decline if pay.attempt else None
             result = {
-                "status": pay.outcome, "invoice_status": pay.invoice.status.value, "message": pay.message,
+                "status": pay.outcome,
+                "invoice_status": pay.invoice.status.value,
+                "message": pay.message,
                 "decline_code": decline.code if decline else None,
                 "never_retry": bool(decline and decline.never_retry),
             }
@@ -302,14 +397,24 @@ def retry_payment(workflow_id: str, n: int, payment_method_id: str | None) -> di
                 m = Mirror(s)
                 m.upsert(pay.invoice, source_time=now, source="billops")
                 if pay.attempt is not None:
-                    m.upsert(pay.attempt.model_copy(update={"initiated_by": "billops"}), source_time=now, source="billops")
+                    m.upsert(
+                        pay.attempt.model_copy(update={"initiated_by": "billops"}),
+                        source_time=now,
+                        source="billops",
+                    )
     with rt.db.session() as s:
         dec = s.get(Decision, workflow_id)
         assert dec is not None
         dec.outcome = {**dec.outcome, f"pay:{n}": result}
-        audit.record(s, action="action.retry_payment", workflow_id=workflow_id, trace_id=dec.trace_id,
-                     subject=f"{platform}:invoice:{invoice_id}",
-                     inputs={"key": key, "payment_method": payment_method_id}, outcome=result)
+        audit.record(
+            s,
+            action="action.retry_payment",
+            workflow_id=workflow_id,
+            trace_id=dec.trace_id,
+            subject=f"{platform}:invoice:{invoice_id}",
+            inputs={"key": key, "payment_method": payment_method_id},
+            outcome=result,
+        )
     return result
 
 
@@ -318,11 +423,18 @@ def finish(workflow_id: str, platform: str, invoice_id: str, status: str, detail
     rt = get_runtime()
     with rt.db.session() as s:
         dec = s.get(Decision, workflow_id)
-        if dec is not None and dec.status != status:
+        done_before = dec is not None and dec.outcome.get("final", {}).get("status") == status
+        if dec is not None and status != "recorded" and not done_before:
             dec.status = status
-            dec.outcome = {**dec.outcome, "final": detail}
-            audit.record(s, action="recovery.finished", workflow_id=workflow_id, trace_id=dec.trace_id,
-                         subject=f"{platform}:invoice:{invoice_id}", outcome={"status": status, **detail})
+            dec.outcome = {**dec.outcome, "final": {"status": status, **detail}}
+            audit.record(
+                s,
+                action="recovery.finished",
+                workflow_id=workflow_id,
+                trace_id=dec.trace_id,
+                subject=f"{platform}:invoice:{invoice_id}",
+                outcome={"status": status, **detail},
+            )
         claim = s.get(ActiveRecovery, (platform, invoice_id))
         if claim is not None and claim.workflow_id == workflow_id:
             s.delete(claim)

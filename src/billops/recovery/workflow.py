@@ -41,12 +41,16 @@ def process_event(inbox_id: int) -> dict[str, Any]:
     elif invoice and invoice.get("status") in steps.SETTLED:
         for wf in steps.find_recoveries_to_notify(platform, invoice["id"], None):
             if wf != DBOS.workflow_id:
-                DBOS.send(followup_id(wf), {"type": "settled", "status": invoice["status"]}, topic=INVOICE_TOPIC)
+                DBOS.send(
+                    followup_id(wf), {"type": "settled", "status": invoice["status"]}, topic=INVOICE_TOPIC
+                )
         result["notified"] = "settled"
     elif kind == "payment_method_updated":
         pm = event.get("payment_method") or {}
         for wf in steps.find_recoveries_to_notify(platform, None, pm.get("customer_id")):
-            DBOS.send(followup_id(wf), {"type": "card_updated", "payment_method": pm.get("id")}, topic=INVOICE_TOPIC)
+            DBOS.send(
+                followup_id(wf), {"type": "card_updated", "payment_method": pm.get("id")}, topic=INVOICE_TOPIC
+            )
         result["notified"] = "card_updated"
     return result
 
@@ -111,6 +115,9 @@ def execute(decision: dict[str, Any]) -> dict[str, Any]:
             DBOS.logger.warning("action %s failed for %s: %s", action.type, wf, exc)
 
     retries = [a for a in plan.actions if a.type == "retry_payment"]
+    if not steps.can_retry(platform):
+        why = f"no {platform} API key configured: no payment can be retried"
+        return _done(wf, platform, invoice_id, "not_executed", {"why": why})
     if not retries and plan.retry_blocked and plan.route in ("no_retry", "retry_and_notify"):
         # No blind retry: wait for new card data, then try once with it.
         msg = _wait(plan_window_seconds(decision))
@@ -132,8 +139,13 @@ def execute(decision: dict[str, Any]) -> dict[str, Any]:
         except Exception as exc:
             res = {"status": "failed", "error": str(exc), "never_retry": False}
         if res["status"] in ("succeeded", "already_settled"):
-            return _done(wf, platform, invoice_id, "recovered" if res["status"] == "succeeded" else "settled_elsewhere",
-                         {"retry": n})
+            return _done(
+                wf,
+                platform,
+                invoice_id,
+                "recovered" if res["status"] == "succeeded" else "settled_elsewhere",
+                {"retry": n},
+            )
         if res["status"] == "skipped":
             return _done(wf, platform, invoice_id, "not_executed", {"why": res.get("why")})
         if res.get("never_retry"):

@@ -43,11 +43,13 @@ def make_engine(url: str, *, immediate: bool = True, pool_size: int = 10) -> sa.
             max_overflow=20,
         )
         event.listen(engine, "connect", _sqlite_pragmas)
-        begin = "BEGIN IMMEDIATE" if immediate else "BEGIN"
 
         @event.listens_for(engine, "begin")
         def _begin(conn: sa.Connection) -> None:
-            conn.exec_driver_sql(begin)
+            # Writers take the lock up front (BEGIN IMMEDIATE) so they queue instead of failing on a
+            # snapshot upgrade; readers use a plain deferred BEGIN and never block anyone in WAL mode.
+            write = immediate and conn.get_execution_options().get("billops_write", False)
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
         return engine
     return sa.create_engine(url, pool_size=pool_size, max_overflow=20, pool_pre_ping=True)
@@ -58,7 +60,9 @@ class Database:
         self.url = url
         self.engine = make_engine(url)
         self.is_sqlite = url.startswith("sqlite")
-        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self.write_engine = self.engine.execution_options(billops_write=True)
+        self._sessions = sessionmaker(self.write_engine, expire_on_commit=False)
+        self._readers = sessionmaker(self.engine, expire_on_commit=False)
 
     @contextlib.contextmanager
     def session(self) -> Iterator[Session]:
@@ -67,13 +71,17 @@ class Database:
             yield s
 
     def reader(self) -> Session:
-        return self._sessions()
+        """A session for reads (on SQLite a deferred transaction: it never takes the write lock)."""
+        return self._readers()
 
     def dbos_engine(self) -> sa.Engine:
         """A separate engine for DBOS on the same database (DBOS manages its own transactions)."""
         if self.is_sqlite:
             engine = sa.create_engine(
-                self.url, connect_args={"timeout": 30, "check_same_thread": False}, pool_size=20, max_overflow=20
+                self.url,
+                connect_args={"timeout": 30, "check_same_thread": False},
+                pool_size=20,
+                max_overflow=20,
             )
             event.listen(engine, "connect", _sqlite_pragmas)
             return engine
@@ -89,7 +97,7 @@ class Database:
         cfg.set_main_option("sqlalchemy.url", self.url.replace("%", "%%"))
         cfg.attributes["connection"] = None
         try:
-            with self.engine.connect() as conn:
+            with self.write_engine.connect() as conn:
                 cfg.attributes["connection"] = conn
                 command.upgrade(cfg, "head")
                 if conn.in_transaction():

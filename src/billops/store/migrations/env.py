@@ -22,7 +22,9 @@ def include_object(obj, name, type_, reflected, compare_to):  # type: ignore[no-
 def run() -> None:
     connection = config.attributes.get("connection")
     if connection is None:
-        engine = engine_from_config(config.get_section(config.config_ini_section) or {}, poolclass=pool.NullPool)
+        engine = engine_from_config(
+            config.get_section(config.config_ini_section) or {}, poolclass=pool.NullPool
+        )
         with engine.connect() as conn:
             _migrate(conn)
     else:

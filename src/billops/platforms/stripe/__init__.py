@@ -1,0 +1,1 @@
+"""Stripe: webhook events and API objects normalized into the canonical model (normalize.py)."""

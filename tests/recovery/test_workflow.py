@@ -1,0 +1,182 @@
+"""The payment-recovery workflow end to end through the real webhook endpoint and DBOS, per mode:
+shadow records only, assist waits for a human (approve, reject, timeout), and settled invoices stop it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
+from billops.app import create_app
+from billops.governance.audit import verify
+from billops.store.models import Approval, AuditRecord, Decision
+from support.helpers import sign, wait_for, workflow_status
+from support.scenario import Failure
+
+
+class Service:
+    def __init__(self, client: TestClient, rt: Any) -> None:
+        self.client, self.rt = client, rt
+
+    def post(self, payload: dict[str, Any]) -> dict[str, Any]:
+        body, header = sign(payload)
+        r = self.client.post("/webhooks/stripe/default", content=body, headers={"stripe-signature": header})
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    def fail(self, f: Failure) -> str:
+        self.post(f.charge_failed())
+        return str(self.post(f.invoice_failed())["workflow_id"])
+
+    def decision(self, wf: str, status: str | None = None, timeout: float = 30) -> Decision:
+        def ready() -> Decision | None:
+            with self.rt.db.reader() as s:
+                d = s.get(Decision, wf)
+                return d if d is not None and (status is None or d.status == status) else None
+
+        return wait_for(ready, timeout=timeout)  # type: ignore[no-any-return]
+
+    def audit_actions(self, wf: str) -> list[str]:
+        with self.rt.db.reader() as s:
+            return list(
+                s.scalars(
+                    sa.select(AuditRecord.action)
+                    .where(AuditRecord.workflow_id == wf)
+                    .order_by(AuditRecord.seq)
+                )
+            )
+
+
+@pytest.fixture
+def service(
+    database_url: str, settings_factory: Any, runtime_factory: Any, make_policy: Callable[..., Any]
+) -> Callable[..., Service]:
+    def _start(mode: str = "shadow", **policy: Any) -> Service:
+        policy_file = make_policy(
+            modes={"recovery": mode}, **{"recovery": {"context_wait_seconds": 3}, **policy}
+        )
+        settings = settings_factory(database_url, policy_file=policy_file)
+        rt = runtime_factory(settings)
+        client = TestClient(create_app(settings, manage_runtime=False))
+        return Service(client, rt)
+
+    return _start
+
+
+def test_shadow_decides_records_and_changes_nothing(service: Callable[..., Service]) -> None:
+    svc = service("shadow")
+    f = Failure(decline_code="insufficient_funds", brand="visa")
+    wf = svc.fail(f)
+    d = svc.decision(wf, status="recorded")
+    assert d.mode == "shadow"
+    assert d.decline_code == "insufficient_funds" and d.decline_category == "soft"
+    assert d.route == "retry_and_notify"  # a customer with no history scores 73: notify and retry
+    assert d.versions["scorer"] == "rules-v1"
+    assert d.versions["policy"].startswith("2026-11-21.1+")
+    assert d.plan["retries"], "a soft decline gets retry times"
+    assert {m["kind"] for m in d.plan["messages"]} == {"urgent_email", "sms"}
+    assert d.outcome.get("0:card_update_link") is None  # shadow executes nothing
+    assert svc.audit_actions(wf) == ["recovery.decided"]  # shadow: the decision is the whole record
+    with svc.rt.db.reader() as s:
+        assert verify(s).ok
+
+
+def test_charge_after_invoice_event_is_waited_for(service: Callable[..., Service]) -> None:
+    """Stripe does not order events: the decline details may arrive after invoice.payment_failed."""
+    svc = service("shadow")
+    f = Failure(decline_code="lost_card", failure_code="lost_card")
+    wf = str(svc.post(f.invoice_failed())["workflow_id"])
+    svc.post(f.charge_failed())
+    d = svc.decision(wf, status="recorded")
+    assert d.decline_code == "lost_card" and d.route == "no_retry" and d.plan["retries"] == []
+
+
+def test_one_recovery_per_invoice(service: Callable[..., Service]) -> None:
+    svc = service("assist")
+    f = Failure()
+    wf = svc.fail(f)
+    svc.decision(wf, status="awaiting_approval")
+    again = svc.post(f.invoice_failed())  # Stripe's own retry failed again: new event, same invoice
+    wait_for(lambda: workflow_status(svc.rt, again["workflow_id"]) == "SUCCESS")
+    with svc.rt.db.reader() as s:
+        assert s.scalar(sa.select(sa.func.count()).select_from(Decision)) == 1
+
+
+def test_assist_waits_then_approval_resumes_the_workflow(service: Callable[..., Service]) -> None:
+    svc = service("assist")
+    wf = svc.fail(Failure())
+    d = svc.decision(wf, status="awaiting_approval")
+    queue = svc.client.get("/api/approvals").json()
+    assert [a["workflow_id"] for a in queue] == [wf]
+    item = queue[0]
+    assert item["messages"] and item["reasons"] and item["route"] == d.route
+    r = svc.client.post(f"/api/approvals/{item['id']}/approve", json={"by": "ops@example.com", "note": "ok"})
+    assert r.status_code == 200, r.text
+    # The workflow continues; without Stripe credentials each platform action is recorded as skipped.
+    done = svc.decision(wf, status="not_executed")
+    assert done.outcome["0:disable_platform_retries"]["status"] == "skipped"
+    actions = svc.audit_actions(wf)
+    assert actions[:3] == ["recovery.decided", "approval.requested", "approval.approved"]
+    assert "action.retry_payment" not in actions and actions[-1] == "recovery.finished"
+    assert done.outcome["final"]["why"] == "no stripe API key configured: no payment can be retried"
+    with svc.rt.db.reader() as s:
+        rec = s.scalar(sa.select(AuditRecord).where(AuditRecord.action == "approval.approved"))
+        assert rec.actor_type == "human" and rec.actor == "ops@example.com"
+    # A second choice on the same item is refused clearly.
+    r2 = svc.client.post(f"/api/approvals/{item['id']}/reject", json={"by": "someone"})
+    assert r2.status_code == 409 and "already approved" in r2.json()["error"]
+
+
+def test_reject_from_the_cli(service: Callable[..., Service]) -> None:
+    from billops.cli import app
+
+    svc = service("assist")
+    wf = svc.fail(Failure())
+    svc.decision(wf, status="awaiting_approval")
+    res = CliRunner().invoke(
+        app, ["approvals", "reject", wf, "--by", "cli-tester", "--note", "customer called"]
+    )
+    assert res.exit_code == 0, res.output
+    svc.decision(wf, status="rejected")
+    d = wait_for(lambda: (x := svc.decision(wf)) is not None and "final" in x.outcome and x)
+    assert "action.retry_payment" not in svc.audit_actions(wf)
+    assert d.outcome["final"]["by"] == "cli-tester"
+    with svc.rt.db.reader() as s:
+        assert s.scalar(sa.select(Approval.note)) == "customer called"
+
+
+def test_approval_timeout_takes_the_documented_default(service: Callable[..., Service]) -> None:
+    svc = service("assist", approvals={"timeout_hours": 0.0006, "timeout_outcome": "reject"})  # ~2 s
+    wf = svc.fail(Failure())
+    d = svc.decision(wf, status="expired", timeout=40)
+    assert "approval.expired" in svc.audit_actions(wf)
+    assert not any(a.startswith("action.") for a in svc.audit_actions(wf))
+    with svc.rt.db.reader() as s:
+        appr = s.scalar(sa.select(Approval).where(Approval.workflow_id == d.workflow_id))
+        assert appr.status == "expired" and appr.decided_by == "timeout"
+
+
+def test_invoice_paid_before_the_decision_stops_it(service: Callable[..., Service]) -> None:
+    svc = service("shadow")
+    f = Failure()
+    svc.post(f.invoice_paid())  # newer state arrives first
+    wf = svc.fail(f)  # older failure events are applied after it and do not regress the invoice
+    wait_for(lambda: workflow_status(svc.rt, wf) in ("SUCCESS", "ERROR"), timeout=30)
+    assert workflow_status(svc.rt, wf) == "SUCCESS"
+    with svc.rt.db.reader() as s:
+        assert s.get(Decision, wf) is None
+
+
+def test_status_and_decisions_api(service: Callable[..., Service]) -> None:
+    svc = service("shadow")
+    wf = svc.fail(Failure(decline_code="stolen_card", failure_code="stolen_card"))
+    svc.decision(wf, status="recorded")
+    st = svc.client.get("/api/status").json()
+    assert st["events"] == 2 and st["decisions"] == 1
+    items = svc.client.get("/api/decisions").json()
+    assert items[0]["workflow_id"] == wf and items[0]["route"] == "no_retry"
+    assert svc.client.get(f"/api/decisions/{wf}").json()["plan"]["retry_blocked"].startswith("never retried")
