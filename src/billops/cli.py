@@ -39,6 +39,7 @@ def _root(
     data_dir: Annotated[Path | None, typer.Option(help="Data directory (env BILLOPS_DATA_DIR).")] = None,
     database_url: Annotated[str | None, typer.Option(help="Database URL (env BILLOPS_DATABASE_URL).")] = None,
 ) -> None:
+    _overrides.clear()
     if data_dir is not None:
         _overrides["data_dir"] = data_dir
     if database_url is not None:
@@ -49,10 +50,10 @@ def settings() -> Settings:
     return load_settings(**_overrides)
 
 
-def runtime(launch_dbos: bool = False) -> Any:
-    from billops.runtime import start_runtime
+def runtime() -> Any:
+    from billops.runtime import open_runtime
 
-    return start_runtime(settings(), launch_dbos=launch_dbos)
+    return open_runtime(settings())
 
 
 @app.command()

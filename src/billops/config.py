@@ -148,7 +148,7 @@ class RecoveryPolicy(_Strict):
     thresholds: RecoveryThresholds = RecoveryThresholds()
     retry_schedule_hours: dict[Literal["auto_retry", "retry_and_notify", "human_review"], list[float]] = (
         Field(
-            default_factory=lambda: {
+            default_factory=lambda: {  # type: ignore[arg-type]
                 "auto_retry": [24, 96, 168],
                 "retry_and_notify": [48, 120, 216],
                 "human_review": [],
@@ -187,7 +187,7 @@ class ApprovalPolicy(_Strict):
 
 class Policy(_Strict):
     version: str
-    modes: dict[Literal["recovery"], Mode] = Field(default_factory=lambda: {"recovery": "shadow"})
+    modes: dict[Literal["recovery"], Mode] = Field(default_factory=lambda: {"recovery": "shadow"})  # type: ignore[arg-type]
     recovery: RecoveryPolicy = RecoveryPolicy()
     approvals: ApprovalPolicy = ApprovalPolicy()
     templates: str = Field(default="recovery-v1", description="Template set under drafting/templates/.")

@@ -77,6 +77,17 @@ def start_runtime(settings: Settings, *, launch_dbos: bool = True) -> Runtime:
         return rt
 
 
+def open_runtime(settings: Settings) -> Runtime:
+    """For CLI commands: the running runtime if this process has one, else a database-only runtime
+    that is not registered globally (no DBOS launch; messages go through a DBOS client)."""
+    if _runtime is not None:
+        return _runtime
+    load_policy(settings.policy_file)
+    db = Database(settings.db_url)
+    db.migrate()
+    return Runtime(settings=settings, db=db)
+
+
 def _launch_dbos(rt: Runtime) -> None:
     from dbos import DBOS, DBOSConfig
 

@@ -163,7 +163,8 @@ def test_approval_timeout_takes_the_documented_default(service: Callable[..., Se
 def test_invoice_paid_before_the_decision_stops_it(service: Callable[..., Service]) -> None:
     svc = service("shadow")
     f = Failure()
-    svc.post(f.invoice_paid())  # newer state arrives first
+    paid = svc.post(f.invoice_paid())  # newer state arrives (and is applied) first
+    wait_for(lambda: workflow_status(svc.rt, paid["workflow_id"]) == "SUCCESS")
     wf = svc.fail(f)  # older failure events are applied after it and do not regress the invoice
     wait_for(lambda: workflow_status(svc.rt, wf) in ("SUCCESS", "ERROR"), timeout=30)
     assert workflow_status(svc.rt, wf) == "SUCCESS"

@@ -157,7 +157,7 @@ def _wait(seconds: float) -> dict[str, Any] | None:
     """A durable timer that returns early with a message about the invoice (settled, card updated)."""
     if seconds <= 0:
         return None
-    return DBOS.recv(INVOICE_TOPIC, timeout_seconds=seconds)  # type: ignore[no-any-return]
+    return DBOS.recv(INVOICE_TOPIC, timeout_seconds=seconds)
 
 
 def plan_window_seconds(decision: dict[str, Any]) -> float:

@@ -1,0 +1,341 @@
+"""The payment-recovery workflow in AUTO mode against a real localstripe, through the official Stripe
+SDK (via a recording proxy that proves what was sent): a retry that recovers the invoice, a retry that
+fails, and a server killed (SIGKILL) while waiting for its retry that resumes after a restart and pays
+exactly once, with the same idempotency key."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import stripe
+from fastapi.testclient import TestClient
+
+from billops.app import create_app
+from billops.governance.audit import verify
+from billops.store.models import AuditRecord, Decision
+from support.helpers import SECRET, sign, wait_for
+from support.localstripe import (
+    API_KEY,
+    CARD_DECLINED_ON_CHARGE,
+    CARD_OK,
+    add_card,
+    create_customer_with_card,
+    create_plan,
+    create_subscription,
+    run_localstripe,
+    sdk_client,
+)
+from support.recording_proxy import RecordingProxy
+
+# ---------------------------------------------------------------- fixtures and helpers
+
+
+@pytest.fixture(scope="module")
+def localstripe_url() -> Iterator[str]:
+    with run_localstripe() as url:
+        yield url
+
+
+@pytest.fixture
+def sdk(localstripe_url: str) -> stripe.StripeClient:
+    """The plain SDK straight to localstripe: seeding and checking (never recorded by the proxy)."""
+    return sdk_client(localstripe_url)
+
+
+@pytest.fixture
+def proxy(localstripe_url: str) -> Iterator[RecordingProxy]:
+    with RecordingProxy(localstripe_url) as p:
+        yield p
+
+
+def auto_policy(make_policy: Callable[..., Path], retry_hours: float) -> Path:
+    return make_policy(
+        modes={"recovery": "auto"},
+        recovery={
+            "thresholds": {"auto_retry_above": 0, "notify_from": 0},
+            "retry_schedule_hours": {
+                "auto_retry": [retry_hours],
+                "retry_and_notify": [retry_hours],
+                "human_review": [],
+            },
+            "context_wait_seconds": 2,
+        },
+    )
+
+
+@dataclass
+class Seeded:
+    customer_id: str
+    invoice_id: str
+    invoice: dict[str, Any]
+
+
+def seed_failed_invoice(sdk: stripe.StripeClient) -> Seeded:
+    """A customer whose card declines every charge, on a subscription: its first invoice stays open
+    with a failed charge."""
+    cus = create_customer_with_card(sdk, card=CARD_DECLINED_ON_CHARGE, email=f"{uuid.uuid4().hex[:8]}@x.com")
+    _, invoice_id = create_subscription(sdk, cus.customer_id, create_plan(sdk))
+    inv = sdk.v1.invoices.retrieve(invoice_id).to_dict()
+    assert inv["status"] == "open" and inv["charge"]["status"] == "failed"
+    return Seeded(cus.customer_id, invoice_id, inv)
+
+
+def envelope(event_type: str, obj: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": f"evt_{uuid.uuid4().hex[:16]}",
+        "object": "event",
+        "type": event_type,
+        "created": int(time.time()),
+        "api_version": "2017-08-15",
+        "livemode": False,
+        "data": {"object": obj},
+    }
+
+
+def failure_events(seeded: Seeded) -> list[dict[str, Any]]:
+    """charge.failed (localstripe puts the whole charge in invoice.charge), then invoice.payment_failed."""
+    return [envelope("charge.failed", seeded.invoice["charge"]), envelope("invoice.payment_failed", seeded.invoice)]
+
+
+def pay_requests(proxy: RecordingProxy, invoice_id: str) -> list[Any]:
+    return proxy.find("POST", rf"^/v1/invoices/{invoice_id}/pay$")
+
+
+class Service:
+    def __init__(self, client: TestClient, rt: Any) -> None:
+        self.client, self.rt = client, rt
+
+    def post(self, payload: dict[str, Any]) -> dict[str, Any]:
+        body, header = sign(payload)
+        r = self.client.post("/webhooks/stripe/default", content=body, headers={"stripe-signature": header})
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    def fail(self, seeded: Seeded) -> str:
+        charge, invoice = failure_events(seeded)
+        self.post(charge)
+        wf = str(self.post(invoice)["workflow_id"])
+        assert wf == f"stripe:{invoice['id']}"
+        return wf
+
+    def decision(self, wf: str, status: str | None = None, timeout: float = 30) -> Decision:
+        def ready() -> Decision | None:
+            with self.rt.db.reader() as s:
+                d = s.get(Decision, wf)
+                return d if d is not None and (status is None or d.status == status) else None
+
+        return wait_for(ready, timeout=timeout)  # type: ignore[no-any-return]
+
+    def audit_actions(self, wf: str) -> list[str]:
+        import sqlalchemy as sa
+
+        with self.rt.db.reader() as s:
+            return list(
+                s.scalars(
+                    sa.select(AuditRecord.action)
+                    .where(AuditRecord.workflow_id == wf)
+                    .order_by(AuditRecord.seq)
+                )
+            )
+
+
+@pytest.fixture
+def service(
+    database_url: str,
+    settings_factory: Any,
+    runtime_factory: Any,
+    make_policy: Callable[..., Path],
+    proxy: RecordingProxy,
+) -> Service:
+    # Retry ~7 s after the failure: room to switch cards once the decision is recorded.
+    policy_file = auto_policy(make_policy, 0.002)
+    settings = settings_factory(
+        database_url, stripe_api_key=API_KEY, stripe_api_base=proxy.url, policy_file=policy_file
+    )
+    rt = runtime_factory(settings)
+    return Service(TestClient(create_app(settings, manage_runtime=False)), rt)
+
+
+# ---------------------------------------------------------------- in-process: recovered / exhausted
+
+
+def test_auto_retry_recovers_after_the_card_is_updated(
+    service: Service, sdk: stripe.StripeClient, proxy: RecordingProxy
+) -> None:
+    seeded = seed_failed_invoice(sdk)
+    wf = service.fail(seeded)
+    d = service.decision(wf, status="approved")
+    assert d.mode == "auto" and d.route in ("auto_retry", "retry_and_notify")
+    assert len(d.plan["retries"]) == 1
+    assert not pay_requests(proxy, seeded.invoice_id), "no payment before the retry time"
+    add_card(sdk, seeded.customer_id, card=CARD_OK, make_default=True)
+
+    done = service.decision(wf, status="recovered", timeout=45)
+    [pay] = pay_requests(proxy, seeded.invoice_id)
+    assert pay.header("Idempotency-Key") == f"{wf}:pay:1"
+    assert sdk.v1.invoices.retrieve(seeded.invoice_id).status == "paid"
+
+    notes = [
+        r
+        for r in proxy.find("POST", rf"^/v1/invoices/{seeded.invoice_id}$")
+        if "metadata[billops_workflow]" in r.form
+    ]
+    assert notes and notes[0].form["metadata[billops_workflow]"] == wf
+    note = next(v for k, v in done.outcome.items() if k.endswith(":write_note"))
+    assert note["status"] == "done" and note["note"]["billops_workflow"] == wf
+    assert done.outcome["pay:1"]["status"] == "succeeded"
+    assert done.outcome["final"] == {"status": "recovered", "retry": 1}
+
+    actions = service.audit_actions(wf)
+    assert actions[0] == "recovery.decided" and actions[-1] == "recovery.finished"
+    assert "action.retry_payment" in actions and "action.write_note" in actions
+    with service.rt.db.reader() as s:
+        assert verify(s).ok
+
+
+def test_auto_retry_with_the_declining_card_is_exhausted(
+    service: Service, sdk: stripe.StripeClient, proxy: RecordingProxy
+) -> None:
+    seeded = seed_failed_invoice(sdk)
+    wf = service.fail(seeded)
+    done = service.decision(wf, status="exhausted", timeout=45)
+    [pay] = pay_requests(proxy, seeded.invoice_id)
+    assert pay.header("Idempotency-Key") == f"{wf}:pay:1"
+    assert done.outcome["pay:1"]["status"] == "failed"
+    assert done.outcome["final"] == {"status": "exhausted", "retries": 1}
+    assert sdk.v1.invoices.retrieve(seeded.invoice_id).status == "open"
+    assert "action.retry_payment" in service.audit_actions(wf)
+    with service.rt.db.reader() as s:
+        assert verify(s).ok
+
+
+# ---------------------------------------------------------------- crash and restart
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    """`python -m billops serve` as a subprocess, stderr to a file."""
+
+    def __init__(self, env: dict[str, str], cwd: Path, log: Path) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env, self.cwd, self.log = env, cwd, log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Server:
+        with self.log.open("ab") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "billops", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+                env=self.env,
+                cwd=self.cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=err,
+                stderr=err,
+            )
+
+        def healthy() -> bool:
+            assert self.proc is not None and self.proc.poll() is None, "server exited"
+            try:
+                return httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(healthy, timeout=60, interval=0.2)
+        return self
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def post(self, payload: dict[str, Any]) -> dict[str, Any]:
+        body, header = sign(payload)
+        r = httpx.post(
+            f"{self.url}/webhooks/stripe/default",
+            content=body,
+            headers={"stripe-signature": header, "content-type": "application/json"},
+            timeout=10,
+        )
+        assert r.status_code == 200, r.text
+        return r.json()  # type: ignore[no-any-return]
+
+    def decision(self, wf: str) -> dict[str, Any] | None:
+        try:
+            r = httpx.get(f"{self.url}/api/decisions/{wf}", timeout=5)
+        except httpx.HTTPError:
+            return None
+        return r.json() if r.status_code == 200 else None  # type: ignore[no-any-return]
+
+
+@pytest.mark.slow
+def test_killed_while_waiting_for_the_retry_resumes_and_pays_once(
+    tmp_path: Path,
+    make_policy: Callable[..., Path],
+    sdk: stripe.StripeClient,
+    proxy: RecordingProxy,
+) -> None:
+    # Retry ~14 s after the failure: the server is killed well before, restarted after the card update.
+    policy_file = auto_policy(make_policy, 0.004)
+    env = {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "BILLOPS_DATA_DIR": str(tmp_path / "data"),
+        "BILLOPS_POLICY_FILE": str(policy_file),
+        "BILLOPS_STRIPE_API_KEY": API_KEY,
+        "BILLOPS_STRIPE_API_BASE": proxy.url,
+        "BILLOPS_STRIPE_WEBHOOK_SECRETS": json.dumps({"default": [SECRET]}),
+        "BILLOPS_EXECUTOR_ID": "crash-test",
+    }
+    for name in ("BILLOPS_DATABASE_URL", "BILLOPS_API_TOKEN"):
+        env.pop(name, None)
+    log = tmp_path / "server.log"
+    servers: list[Server] = []
+    try:
+        first = Server(env, tmp_path, log)
+        servers.append(first)
+        first.start()
+        seeded = seed_failed_invoice(sdk)
+        charge, invoice = failure_events(seeded)
+        first.post(charge)
+        wf = str(first.post(invoice)["workflow_id"])
+        d = wait_for(lambda: (x := first.decision(wf)) is not None and x["status"] == "approved" and x, 30)
+        assert d["mode"] == "auto" and len(d["plan"]["retries"]) == 1
+        # The followup workflow is now in its durable timer before the retry.
+        first.kill()
+        assert not pay_requests(proxy, seeded.invoice_id), "killed before the retry time"
+
+        add_card(sdk, seeded.customer_id, card=CARD_OK, make_default=True)
+        second = Server(env, tmp_path, log)
+        servers.append(second)
+        second.start()
+        done = wait_for(
+            lambda: (x := second.decision(wf)) is not None and x["status"] == "recovered" and x, timeout=60
+        )
+        [pay] = pay_requests(proxy, seeded.invoice_id)
+        assert pay.header("Idempotency-Key") == f"{wf}:pay:1"
+        assert sdk.v1.invoices.retrieve(seeded.invoice_id).status == "paid"
+        assert done["outcome"]["pay:1"]["status"] == "succeeded"
+    except BaseException:
+        if log.exists():
+            print("---- server log (tail) ----\n" + log.read_text(errors="replace")[-4000:])
+        raise
+    finally:
+        for srv in servers:
+            srv.kill()
