@@ -106,7 +106,10 @@ def envelope(event_type: str, obj: dict[str, Any]) -> dict[str, Any]:
 
 def failure_events(seeded: Seeded) -> list[dict[str, Any]]:
     """charge.failed (localstripe puts the whole charge in invoice.charge), then invoice.payment_failed."""
-    return [envelope("charge.failed", seeded.invoice["charge"]), envelope("invoice.payment_failed", seeded.invoice)]
+    return [
+        envelope("charge.failed", seeded.invoice["charge"]),
+        envelope("invoice.payment_failed", seeded.invoice),
+    ]
 
 
 def pay_requests(proxy: RecordingProxy, invoice_id: str) -> list[Any]:

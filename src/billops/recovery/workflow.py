@@ -45,7 +45,7 @@ def process_event(inbox_id: int) -> dict[str, Any]:
                     followup_id(wf), {"type": "settled", "status": invoice["status"]}, topic=INVOICE_TOPIC
                 )
         result["notified"] = "settled"
-    elif kind == "payment_method_updated":
+    elif kind == "payment_method_updated" and not event["event_type"].endswith(".detached"):
         pm = event.get("payment_method") or {}
         for wf in steps.find_recoveries_to_notify(platform, None, pm.get("customer_id")):
             DBOS.send(
