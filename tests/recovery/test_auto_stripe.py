@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 import stripe
 from fastapi.testclient import TestClient
 
@@ -139,11 +140,9 @@ class Service:
                 d = s.get(Decision, wf)
                 return d if d is not None and (status is None or d.status == status) else None
 
-        return wait_for(ready, timeout=timeout)  # type: ignore[no-any-return]
+        return wait_for(ready, timeout=timeout)
 
     def audit_actions(self, wf: str) -> list[str]:
-        import sqlalchemy as sa
-
         with self.rt.db.reader() as s:
             return list(
                 s.scalars(
@@ -277,14 +276,14 @@ class Server:
             timeout=10,
         )
         assert r.status_code == 200, r.text
-        return r.json()  # type: ignore[no-any-return]
+        return r.json()
 
     def decision(self, wf: str) -> dict[str, Any] | None:
         try:
             r = httpx.get(f"{self.url}/api/decisions/{wf}", timeout=5)
         except httpx.HTTPError:
             return None
-        return r.json() if r.status_code == 200 else None  # type: ignore[no-any-return]
+        return r.json() if r.status_code == 200 else None
 
 
 @pytest.mark.slow
