@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import pytest
@@ -20,9 +21,16 @@ def db(database_url: str) -> Any:
     d.migrate()
     with d.session() as s:
         for i in range(6):
-            audit.record(s, action="test.step", actor_type="human" if i % 2 else "system", actor=f"a{i}",
-                         workflow_id=f"wf:{i}", inputs={"i": i}, outcome={"n": i, "ok": True},
-                         versions={"policy": "p1"})
+            audit.record(
+                s,
+                action="test.step",
+                actor_type="human" if i % 2 else "system",
+                actor=f"a{i}",
+                workflow_id=f"wf:{i}",
+                inputs={"i": i},
+                outcome={"n": i, "ok": True},
+                versions={"policy": "p1"},
+            )
     yield d
     d.dispose()
 
@@ -38,7 +46,7 @@ def test_intact_chain_verifies(db: Database) -> None:
     with db.reader() as s:
         recs = list(s.scalars(sa.select(AuditRecord).order_by(AuditRecord.seq)))
     assert recs[0].prev_hash == audit.GENESIS
-    assert all(b.prev_hash == a.hash for a, b in zip(recs, recs[1:], strict=False))
+    assert all(b.prev_hash == a.hash for a, b in itertools.pairwise(recs))
     assert recs[1].input_digest == audit.digest({"i": 1})
 
 
