@@ -116,3 +116,21 @@ def _release_waiting_workflows() -> None:
             signal.set()
     except Exception:  # best effort: the runtime may already be half down
         pass
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """DBOS system-database threads of a destroyed instance can keep retrying a dropped test database
+    with backoff, which would keep the interpreter alive after the summary. End the process once
+    pytest has reported, with pytest's own exit status."""
+    import os
+
+    status = getattr(config, "_billops_exitstatus", None)
+    if status is not None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(int(status))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    session.config._billops_exitstatus = exitstatus  # type: ignore[attr-defined]

@@ -40,6 +40,17 @@ class Service:
 
         return wait_for(ready, timeout=timeout)  # type: ignore[no-any-return]
 
+    def awaiting(self, wf: str) -> Decision:
+        """The decision waits for a human and its approval item is open (the waiting workflow opens it)."""
+        d = self.decision(wf, status="awaiting_approval")
+
+        def opened() -> bool:
+            with self.rt.db.reader() as s:
+                return s.scalar(sa.select(Approval.id).where(Approval.workflow_id == wf)) is not None
+
+        wait_for(opened)
+        return d
+
     def audit_actions(self, wf: str) -> list[str]:
         with self.rt.db.reader() as s:
             return list(
@@ -99,7 +110,7 @@ def test_one_recovery_per_invoice(service: Callable[..., Service]) -> None:
     svc = service("assist")
     f = Failure()
     wf = svc.fail(f)
-    svc.decision(wf, status="awaiting_approval")
+    svc.awaiting(wf)
     again = svc.post(f.invoice_failed())  # Stripe's own retry failed again: new event, same invoice
     wait_for(lambda: workflow_status(svc.rt, again["workflow_id"]) == "SUCCESS")
     with svc.rt.db.reader() as s:
@@ -109,7 +120,7 @@ def test_one_recovery_per_invoice(service: Callable[..., Service]) -> None:
 def test_assist_waits_then_approval_resumes_the_workflow(service: Callable[..., Service]) -> None:
     svc = service("assist")
     wf = svc.fail(Failure())
-    d = svc.decision(wf, status="awaiting_approval")
+    d = svc.awaiting(wf)
     queue = svc.client.get("/api/approvals").json()
     assert [a["workflow_id"] for a in queue] == [wf]
     item = queue[0]
@@ -136,7 +147,7 @@ def test_reject_from_the_cli(service: Callable[..., Service]) -> None:
 
     svc = service("assist")
     wf = svc.fail(Failure())
-    svc.decision(wf, status="awaiting_approval")
+    svc.awaiting(wf)
     res = CliRunner().invoke(
         app, ["approvals", "reject", wf, "--by", "cli-tester", "--note", "customer called"]
     )

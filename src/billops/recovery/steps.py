@@ -222,30 +222,6 @@ def decide_and_record(
                 "reasons": plan.reasons[:5],
             },
         )
-        if awaiting:
-            hours = policy.approvals.timeout_hours
-            why = "assist mode: every decision waits for a human" if mode == "assist" else plan.reasons[0]
-            s.add(
-                Approval(
-                    workflow_id=workflow_id,
-                    status="pending",
-                    reason_for_review=why,
-                    expires_at=datetime.now(UTC) + timedelta(hours=hours),
-                )
-            )
-            audit.record(
-                s,
-                action="approval.requested",
-                workflow_id=workflow_id,
-                trace_id=trace_id,
-                subject=f"{ctx.platform}:invoice:{inv.id}",
-                versions={"policy": policy.full_version},
-                outcome={
-                    "why": why,
-                    "timeout_hours": hours,
-                    "timeout_outcome": policy.approvals.timeout_outcome,
-                },
-            )
         s.flush()
         return _decision_dict(row)
 
@@ -262,6 +238,42 @@ def _decision_dict(row: Decision) -> dict[str, Any]:
         "plan": row.plan,
         "trace_id": row.trace_id,
     }
+
+
+@DBOS.step(name="request_approval")
+def request_approval(workflow_id: str) -> None:
+    """Open the approval item. Runs inside the waiting workflow, so a human can only ever answer a
+    workflow that already exists to receive the answer."""
+    rt = get_runtime()
+    with rt.db.session() as s:
+        if s.scalar(sa.select(Approval.id).where(Approval.workflow_id == workflow_id)) is not None:
+            return
+        dec = s.get(Decision, workflow_id)
+        assert dec is not None
+        policy = rt.policy()
+        hours = policy.approvals.timeout_hours
+        why = (
+            "assist mode: every decision waits for a human"
+            if dec.mode == "assist"
+            else dec.plan["reasons"][0]
+        )
+        s.add(
+            Approval(
+                workflow_id=workflow_id,
+                status="pending",
+                reason_for_review=why,
+                expires_at=datetime.now(UTC) + timedelta(hours=hours),
+            )
+        )
+        audit.record(
+            s,
+            action="approval.requested",
+            workflow_id=workflow_id,
+            trace_id=dec.trace_id,
+            subject=f"{dec.platform}:invoice:{dec.invoice_id}",
+            versions={"policy": policy.full_version},
+            outcome={"why": why, "timeout_hours": hours, "timeout_outcome": policy.approvals.timeout_outcome},
+        )
 
 
 @DBOS.step(name="expire_approval")

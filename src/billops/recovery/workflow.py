@@ -92,6 +92,7 @@ def recovery_followup(decision: dict[str, Any]) -> dict[str, Any]:
     wf, platform, invoice_id = decision["workflow_id"], decision["platform"], decision["invoice_id"]
     rt = get_runtime()
     if decision["status"] == "awaiting_approval":
+        steps.request_approval(wf)
         timeout = rt.policy().approvals.timeout_hours * 3600
         msg = DBOS.recv(APPROVAL_TOPIC, timeout_seconds=timeout)
         verdict = msg if msg is not None else steps.expire_approval(wf)
