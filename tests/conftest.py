@@ -124,6 +124,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     with backoff, which would keep the interpreter alive after the summary. End the process once
     pytest has reported, with pytest's own exit status."""
     import os
+    import sys
 
     status = getattr(config, "_billops_exitstatus", None)
     if status is not None:
