@@ -19,13 +19,11 @@ from typing import Any
 
 import httpx
 import pytest
-import sqlalchemy as sa
 import stripe
 from fastapi.testclient import TestClient
 
 from billops.app import create_app
 from billops.governance.audit import verify
-from billops.store.models import AuditRecord, Decision
 from support.helpers import SECRET, sign, wait_for
 from support.localstripe import (
     API_KEY,
@@ -39,6 +37,7 @@ from support.localstripe import (
     sdk_client,
 )
 from support.recording_proxy import RecordingProxy
+from support.service import Service as BaseService
 
 # ---------------------------------------------------------------- fixtures and helpers
 
@@ -117,40 +116,12 @@ def pay_requests(proxy: RecordingProxy, invoice_id: str) -> list[Any]:
     return proxy.find("POST", rf"^/v1/invoices/{invoice_id}/pay$")
 
 
-class Service:
-    def __init__(self, client: TestClient, rt: Any) -> None:
-        self.client, self.rt = client, rt
-
-    def post(self, payload: dict[str, Any]) -> dict[str, Any]:
-        body, header = sign(payload)
-        r = self.client.post("/webhooks/stripe/default", content=body, headers={"stripe-signature": header})
-        assert r.status_code == 200, r.text
-        return r.json()
-
-    def fail(self, seeded: Seeded) -> str:
+class Service(BaseService):
+    def fail(self, seeded: Seeded) -> str:  # type: ignore[override]
         charge, invoice = failure_events(seeded)
-        self.post(charge)
-        wf = str(self.post(invoice)["workflow_id"])
+        wf = super().fail([charge, invoice])
         assert wf == f"stripe:{invoice['id']}"
         return wf
-
-    def decision(self, wf: str, status: str | None = None, timeout: float = 30) -> Decision:
-        def ready() -> Decision | None:
-            with self.rt.db.reader() as s:
-                d = s.get(Decision, wf)
-                return d if d is not None and (status is None or d.status == status) else None
-
-        return wait_for(ready, timeout=timeout)
-
-    def audit_actions(self, wf: str) -> list[str]:
-        with self.rt.db.reader() as s:
-            return list(
-                s.scalars(
-                    sa.select(AuditRecord.action)
-                    .where(AuditRecord.workflow_id == wf)
-                    .order_by(AuditRecord.seq)
-                )
-            )
 
 
 @pytest.fixture

@@ -14,52 +14,9 @@ from typer.testing import CliRunner
 from billops.app import create_app
 from billops.governance.audit import verify
 from billops.store.models import Approval, AuditRecord, Decision
-from support.helpers import sign, wait_for, workflow_status
+from support.helpers import wait_for, workflow_status
 from support.scenario import Failure
-
-
-class Service:
-    def __init__(self, client: TestClient, rt: Any) -> None:
-        self.client, self.rt = client, rt
-
-    def post(self, payload: dict[str, Any]) -> dict[str, Any]:
-        body, header = sign(payload)
-        r = self.client.post("/webhooks/stripe/default", content=body, headers={"stripe-signature": header})
-        assert r.status_code == 200, r.text
-        return r.json()
-
-    def fail(self, f: Failure) -> str:
-        self.post(f.charge_failed())
-        return str(self.post(f.invoice_failed())["workflow_id"])
-
-    def decision(self, wf: str, status: str | None = None, timeout: float = 30) -> Decision:
-        def ready() -> Decision | None:
-            with self.rt.db.reader() as s:
-                d = s.get(Decision, wf)
-                return d if d is not None and (status is None or d.status == status) else None
-
-        return wait_for(ready, timeout=timeout)  # type: ignore[no-any-return]
-
-    def awaiting(self, wf: str) -> Decision:
-        """The decision waits for a human and its approval item is open (the waiting workflow opens it)."""
-        d = self.decision(wf, status="awaiting_approval")
-
-        def opened() -> bool:
-            with self.rt.db.reader() as s:
-                return s.scalar(sa.select(Approval.id).where(Approval.workflow_id == wf)) is not None
-
-        wait_for(opened)
-        return d
-
-    def audit_actions(self, wf: str) -> list[str]:
-        with self.rt.db.reader() as s:
-            return list(
-                s.scalars(
-                    sa.select(AuditRecord.action)
-                    .where(AuditRecord.workflow_id == wf)
-                    .order_by(AuditRecord.seq)
-                )
-            )
+from support.service import Service
 
 
 @pytest.fixture
@@ -81,7 +38,7 @@ def service(
 def test_shadow_decides_records_and_changes_nothing(service: Callable[..., Service]) -> None:
     svc = service("shadow")
     f = Failure(decline_code="insufficient_funds", brand="visa")
-    wf = svc.fail(f)
+    wf = svc.fail(f.events())
     d = svc.decision(wf, status="recorded")
     assert d.mode == "shadow"
     assert d.decline_code == "insufficient_funds" and d.decline_category == "soft"
@@ -109,7 +66,7 @@ def test_charge_after_invoice_event_is_waited_for(service: Callable[..., Service
 def test_one_recovery_per_invoice(service: Callable[..., Service]) -> None:
     svc = service("assist")
     f = Failure()
-    wf = svc.fail(f)
+    wf = svc.fail(f.events())
     svc.awaiting(wf)
     again = svc.post(f.invoice_failed())  # Stripe's own retry failed again: new event, same invoice
     wait_for(lambda: workflow_status(svc.rt, again["workflow_id"]) == "SUCCESS")
@@ -119,7 +76,7 @@ def test_one_recovery_per_invoice(service: Callable[..., Service]) -> None:
 
 def test_assist_waits_then_approval_resumes_the_workflow(service: Callable[..., Service]) -> None:
     svc = service("assist")
-    wf = svc.fail(Failure())
+    wf = svc.fail(Failure().events())
     d = svc.awaiting(wf)
     queue = svc.client.get("/api/approvals").json()
     assert [a["workflow_id"] for a in queue] == [wf]
@@ -146,7 +103,7 @@ def test_reject_from_the_cli(service: Callable[..., Service]) -> None:
     from billops.cli import app
 
     svc = service("assist")
-    wf = svc.fail(Failure())
+    wf = svc.fail(Failure().events())
     svc.awaiting(wf)
     res = CliRunner().invoke(
         app, ["approvals", "reject", wf, "--by", "cli-tester", "--note", "customer called"]
@@ -162,7 +119,7 @@ def test_reject_from_the_cli(service: Callable[..., Service]) -> None:
 
 def test_approval_timeout_takes_the_documented_default(service: Callable[..., Service]) -> None:
     svc = service("assist", approvals={"timeout_hours": 0.0006, "timeout_outcome": "reject"})  # ~2 s
-    wf = svc.fail(Failure())
+    wf = svc.fail(Failure().events())
     d = svc.decision(wf, status="expired", timeout=40)
     assert "approval.expired" in svc.audit_actions(wf)
     assert not any(a.startswith("action.") for a in svc.audit_actions(wf))
@@ -176,7 +133,7 @@ def test_invoice_paid_before_the_decision_stops_it(service: Callable[..., Servic
     f = Failure()
     paid = svc.post(f.invoice_paid())  # newer state arrives (and is applied) first
     wait_for(lambda: workflow_status(svc.rt, paid["workflow_id"]) == "SUCCESS")
-    wf = svc.fail(f)  # older failure events are applied after it and do not regress the invoice
+    wf = svc.fail(f.events())  # older failure events are applied after it and do not regress the invoice
     wait_for(lambda: workflow_status(svc.rt, wf) in ("SUCCESS", "ERROR"), timeout=30)
     assert workflow_status(svc.rt, wf) == "SUCCESS"
     with svc.rt.db.reader() as s:
@@ -185,7 +142,7 @@ def test_invoice_paid_before_the_decision_stops_it(service: Callable[..., Servic
 
 def test_status_and_decisions_api(service: Callable[..., Service]) -> None:
     svc = service("shadow")
-    wf = svc.fail(Failure(decline_code="stolen_card", failure_code="stolen_card"))
+    wf = svc.fail(Failure(decline_code="stolen_card", failure_code="stolen_card").events())
     svc.decision(wf, status="recorded")
     st = svc.client.get("/api/status").json()
     assert st["events"] == 2 and st["decisions"] == 1
