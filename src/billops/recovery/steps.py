@@ -351,19 +351,7 @@ def platform_action(workflow_id: str, step: str, action: dict[str, Any]) -> dict
             if exc.retryable:
                 raise
             result = {"status": "failed", "error": exc.message, "code": exc.code}
-    with rt.db.session() as s:
-        dec = s.get(Decision, workflow_id)
-        assert dec is not None
-        dec.outcome = {**dec.outcome, step: result}
-        audit.record(
-            s,
-            action=f"action.{kind}",
-            workflow_id=workflow_id,
-            trace_id=dec.trace_id,
-            subject=f"{platform}:invoice:{invoice_id}",
-            inputs={"key": key, "action": action},
-            outcome=result,
-        )
+    _record_action(workflow_id, step, f"action.{kind}", {"key": key, "action": action}, result)
     return result
 
 
@@ -414,20 +402,28 @@ def retry_payment(workflow_id: str, n: int, payment_method_id: str | None) -> di
                         source_time=now,
                         source="billops",
                     )
-    with rt.db.session() as s:
+    inputs = {"key": key, "payment_method": payment_method_id}
+    _record_action(workflow_id, f"pay:{n}", "action.retry_payment", inputs, result)
+    return result
+
+
+def _record_action(
+    workflow_id: str, step: str, action: str, inputs: dict[str, Any], result: dict[str, Any]
+) -> None:
+    """Store an action's result on its decision and audit it, in one transaction."""
+    with get_runtime().db.session() as s:
         dec = s.get(Decision, workflow_id)
         assert dec is not None
-        dec.outcome = {**dec.outcome, f"pay:{n}": result}
+        dec.outcome = {**dec.outcome, step: result}
         audit.record(
             s,
-            action="action.retry_payment",
+            action=action,
             workflow_id=workflow_id,
             trace_id=dec.trace_id,
-            subject=f"{platform}:invoice:{invoice_id}",
-            inputs={"key": key, "payment_method": payment_method_id},
+            subject=f"{dec.platform}:invoice:{dec.invoice_id}",
+            inputs=inputs,
             outcome=result,
         )
-    return result
 
 
 @DBOS.step(name="finish")
