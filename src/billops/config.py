@@ -165,6 +165,17 @@ class RecoveryPolicy(_Strict):
         default=True,
         description="In auto mode, turn off the platform's own retries for invoices BillOps manages.",
     )
+    model: str = Field(
+        default="latest",
+        description="'latest': the newest registered recovery model decides (rules-v1 when none is "
+        "registered); 'rules': always rules-v1; or a model version / directory path.",
+    )
+    min_retry_probability: float = Field(
+        default=0.02,
+        ge=0,
+        le=1,
+        description="The learned planner schedules no retry whose own success probability is below this.",
+    )
 
     @field_validator("retry_schedule_hours")
     @classmethod

@@ -21,8 +21,9 @@ from billops.config import Policy
 from billops.domain import DeclineCategory, Money
 from billops.drafting.templates import load_template_set
 from billops.recovery.features import RecoveryContext, RecoveryFeatures, build_features
-from billops.recovery.planner import NetworkRules, plan_retries
-from billops.recovery.scoring import Scorer
+from billops.recovery.model import RecoveryModel
+from billops.recovery.planner import NetworkRules, RetryPlan, plan_retries
+from billops.recovery.scoring import Score, Scorer
 
 Route = Literal["auto_retry", "retry_and_notify", "human_review", "no_retry"]
 _HINTS = {
@@ -88,22 +89,50 @@ def choose_route(f: RecoveryFeatures, score: int, policy: Policy) -> tuple[Route
 
 
 def decide(
-    ctx: RecoveryContext, *, policy: Policy, scorer: Scorer, rules: NetworkRules, now: datetime
+    ctx: RecoveryContext,
+    *,
+    policy: Policy,
+    scorer: Scorer,
+    rules: NetworkRules,
+    now: datetime,
+    model: RecoveryModel | None = None,
 ) -> DecisionPlan:
+    """Decide with the learned model when one is given (retry times from `timing.plan_timing`, score =
+    100 × P(the plan recovers), reasons from SHAP contributions), else with `scorer` (rules-v1) and the
+    policy's fixed schedule under the network rules."""
     f = build_features(ctx, high_value_minor=policy.recovery.high_value_minor)
-    score = scorer.score(f)
-    route, why = choose_route(f, score.value, policy)
     card = ctx.attempt.card if ctx.attempt and ctx.attempt.card else None
-    plan = plan_retries(
-        route=route,
-        decline=ctx.decline,
-        card_brand=f.card_brand,
-        failed_at=ctx.failed_at,
-        now=now,
-        card_attempts=ctx.card_attempts,
-        policy=policy.recovery,
-        rules=rules,
-    )
+    model_versions: dict[str, str] = {}
+    if model is not None:
+        from billops.recovery.timing import plan_for_context, route_for
+
+        tp, so_far, first_failed = plan_for_context(model, ctx, policy=policy.recovery, rules=rules, now=now)
+        route, why = route_for(tp, amount=f.amount, attempts_so_far=so_far, policy=policy.recovery)
+        score = Score(
+            value=tp.score, scorer=model.version, reasons=tp.reasons, contributions=tp.contributions
+        )
+        plan = RetryPlan(times=tp.retries, notes=list(tp.notes), blocked=tp.blocked)
+        model_versions = {"model": model.version}
+        f_extra = {
+            "retry_probabilities": [round(p, 4) for p in tp.probabilities],
+            "recovery_probability": round(tp.recovery_probability, 4),
+            "first_failed_at": first_failed.isoformat(),
+            "attempts_so_far": so_far,
+        }
+    else:
+        score = scorer.score(f)
+        route, why = choose_route(f, score.value, policy)
+        plan = plan_retries(
+            route=route,
+            decline=ctx.decline,
+            card_brand=f.card_brand,
+            failed_at=ctx.failed_at,
+            now=now,
+            card_attempts=ctx.card_attempts,
+            policy=policy.recovery,
+            rules=rules,
+        )
+        f_extra = {}
     other_pm = None
     if route == "retry_and_notify" and f.other_usable_methods:
         failing = ctx.attempt.payment_method_id if ctx.attempt else None
@@ -213,7 +242,7 @@ def decide(
         retry_blocked=plan.blocked,
         actions=actions,
         messages=messages,
-        features=f.as_dict(),
+        features={**f.as_dict(), **f_extra},
         context_notes=list(ctx.notes),
         versions={
             "scorer": score.scorer,
@@ -221,6 +250,7 @@ def decide(
             "templates": templates.version,
             "network_rules": rules.version,
             "declines": ctx.decline.taxonomy_version,
+            **model_versions,
         },
     )
 

@@ -6,7 +6,10 @@ audited in the same transaction as the row it changes."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -16,11 +19,12 @@ from sqlalchemy.exc import IntegrityError
 
 from billops.domain import CanonicalEvent, Customer, Invoice, PaymentAttempt
 from billops.domain.declines import load_taxonomy
-from billops.errors import PlatformError
+from billops.errors import ConfigError, PlatformError
 from billops.governance import audit
 from billops.mirror import Mirror
 from billops.recovery.decision import DecisionPlan, decide
 from billops.recovery.features import RecoveryContext
+from billops.recovery.model import RecoveryModel, latest_model, load_model, registry_dir
 from billops.recovery.planner import load_network_rules
 from billops.recovery.scoring import RulesScorer
 from billops.runtime import get_runtime
@@ -177,7 +181,7 @@ def decide_and_record(
         policy = rt.policy()
         ctx = CTX.validate_python(context)
         rules = load_network_rules(policy.network_rules)
-        plan = decide(ctx, policy=policy, scorer=RulesScorer(), rules=rules, now=datetime.now(UTC))
+        plan = decide_with_fallback(ctx, policy=policy, rules=rules, now=datetime.now(UTC))
         mode = policy.mode("recovery")
         awaiting = mode == "assist" or (mode == "auto" and plan.route == "human_review")
         status = "recorded" if mode == "shadow" else "awaiting_approval" if awaiting else "approved"
@@ -224,6 +228,95 @@ def decide_and_record(
         )
         s.flush()
         return _decision_dict(row)
+
+
+def resolve_model(policy: Any) -> RecoveryModel | None:
+    """The model the policy names: the newest registered one ('latest'), none ('rules'), or a version in
+    the registry / a directory. A named model that cannot be loaded is a configuration error."""
+    choice = policy.recovery.model
+    if choice == "rules":
+        return None
+    data_dir = Path(get_runtime().settings.data_dir)
+    if choice == "latest":
+        return latest_model(data_dir)
+    for candidate in (registry_dir(data_dir) / choice, Path(choice)):
+        if (candidate / "manifest.json").exists():
+            return _load_cached(str(candidate.resolve()))
+    raise ConfigError(f"policy recovery.model {choice!r}: no such model version in the registry or directory")
+
+
+@lru_cache(maxsize=8)
+def _load_cached(path: str) -> RecoveryModel:
+    return load_model(Path(path))
+
+
+def decide_with_fallback(ctx: RecoveryContext, *, policy: Any, rules: Any, now: datetime) -> DecisionPlan:
+    """The learned model decides when one is configured; rules-v1 otherwise, or when the model fails on
+    this input (recorded in the decision's context notes, so the fallback is never silent)."""
+    model = resolve_model(policy)
+    if model is not None:
+        try:
+            return decide(ctx, policy=policy, scorer=RulesScorer(), rules=rules, now=now, model=model)
+        except Exception as exc:  # a bad model must not stop recoveries: rules-v1 decides, loudly
+            DBOS.logger.error("recovery model %s failed (%r): rules-v1 decides", model.version, exc)
+            note = f"model {model.version} failed ({type(exc).__name__}: {exc}); rules-v1 decided instead"
+            ctx = replace(ctx, notes=[*ctx.notes, note])
+    else:
+        ctx = replace(
+            ctx, notes=[*ctx.notes, "no recovery model registered (or policy says rules): rules-v1 decided"]
+        )
+    return decide(ctx, policy=policy, scorer=RulesScorer(), rules=rules, now=now)
+
+
+@DBOS.step(name="replan")
+def replan(workflow_id: str, n: int, context: dict[str, Any]) -> dict[str, Any]:
+    """After failed retry `n`: plan the remaining retries again with the new decline and attempt count.
+    Only decisions the learned model made are re-planned (rules-v1 keeps its schedule). Stored on the
+    decision (`plan.replans`) and audited; returns the new retry times (ISO) or a reason for none."""
+    rt = get_runtime()
+    with rt.db.session() as s:
+        dec = s.get(Decision, workflow_id)
+        assert dec is not None
+        done = [r for r in dec.plan.get("replans", []) if r.get("after_retry") == n]
+        if done:
+            return done[0]
+        policy = rt.policy()
+        ctx = CTX.validate_python(context)
+        model = resolve_model(policy)
+        if model is None or not str(dec.versions.get("scorer", "")).startswith("recovery-lgbm"):
+            result: dict[str, Any] = {
+                "after_retry": n,
+                "retries": None,
+                "why": "rules-v1 plan: schedule kept",
+            }
+        else:
+            rules = load_network_rules(policy.network_rules)
+            plan = decide(
+                ctx, policy=policy, scorer=RulesScorer(), rules=rules, now=datetime.now(UTC), model=model
+            )
+            result = {
+                "after_retry": n,
+                "retries": [t.isoformat() for t in plan.retries],
+                "score": plan.score,
+                "route": plan.route,
+                "decline_code": ctx.decline.code,
+                "model": model.version,
+                "reasons": plan.reasons[:4],
+                "why": plan.retry_blocked,
+            }
+        dec.plan = {**dec.plan, "replans": [*dec.plan.get("replans", []), result]}
+        audit.record(
+            s,
+            action="recovery.replanned",
+            actor_type="model",
+            actor=str(result.get("model") or dec.versions.get("scorer")),
+            workflow_id=workflow_id,
+            trace_id=dec.trace_id,
+            subject=f"{dec.platform}:invoice:{dec.invoice_id}",
+            inputs=context,
+            outcome=result,
+        )
+    return result
 
 
 def _decision_dict(row: Decision) -> dict[str, Any]:

@@ -83,7 +83,7 @@ def recover(event: dict[str, Any], trace_id: str) -> dict[str, Any]:
         return {"status": "recorded", "route": decision["route"]}
 
     with SetWorkflowID(followup_id(wf)):
-        DBOS.start_workflow(recovery_followup, decision)
+        DBOS.start_workflow(recovery_followup, {**decision, "event": event})
     return {"status": status, "route": decision["route"], "followup": followup_id(wf)}
 
 
@@ -130,7 +130,9 @@ def execute(decision: dict[str, Any]) -> dict[str, Any]:
     else:
         retries_to_run = [(int(a.detail["n"]), a.at, a.detail.get("payment_method")) for a in retries]
 
-    for n, at, pm in retries_to_run:
+    queue = list(retries_to_run)
+    while queue:
+        n, at, pm = queue.pop(0)
         if at is not None:
             msg = _wait(max(0.0, (at - datetime.now(UTC)).total_seconds()))
             if msg is not None and msg["type"] == "settled":
@@ -151,6 +153,17 @@ def execute(decision: dict[str, Any]) -> dict[str, Any]:
             return _done(wf, platform, invoice_id, "not_executed", {"why": res.get("why")})
         if res.get("never_retry"):
             return _done(wf, platform, invoice_id, "stopped", {"why": f"hard decline on retry {n}"})
+        if decision.get("mode") == "auto" and decision.get("event"):
+            # Re-plan the remaining retries with what this failure taught (new decline, one more attempt).
+            gathered = steps.gather_context(decision["event"], False)
+            if gathered["settled"]:
+                return _done(wf, platform, invoice_id, "settled_elsewhere", {"retry": n})
+            new = steps.replan(wf, n, gathered["context"])
+            if new.get("retries") is not None:
+                times = [datetime.fromisoformat(t) for t in new["retries"]]
+                queue = [(n + 1 + i, t, None) for i, t in enumerate(times)]
+                if not queue:
+                    return _done(wf, platform, invoice_id, "exhausted", {"retries": n, "why": new.get("why")})
     return _done(wf, platform, invoice_id, "exhausted", {"retries": len(retries_to_run)})
 
 

@@ -1,0 +1,289 @@
+"""`billops recovery train | plan | evaluate | models | simulate`: the stable command-line contract.
+
+billops recovery train --attempts ATTEMPTS.csv --out MODEL_DIR
+billops recovery plan --model MODEL_DIR --history ATTEMPTS.csv --failures FAILURES.jsonl \
+    --out PLANS.jsonl [--max-retries 8]
+billops recovery evaluate --model MODEL_DIR --out REPORT_DIR [--attempts TEST.csv --history ATTEMPTS.csv]
+    [--customers N --months M --seed S --split-days D --end DATE]
+billops recovery models
+billops recovery simulate --customers N --months M --seed S --out DIR
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+recovery_app = typer.Typer(
+    help="Payment recovery: train, plan and evaluate the learned retry model.", no_args_is_help=True
+)
+console = Console()
+err = Console(stderr=True)
+
+
+def _iso(t: datetime) -> str:
+    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def plan_rows(
+    model: Any,
+    failures: Any,
+    history: Any,
+    *,
+    max_retries: int,
+    policy: Any,
+    rules: Any,
+    now: datetime | None = None,
+    chunk: int = 4000,
+    on_chunk: Callable[[int], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Plans as PLANS.jsonl objects for a failures frame, in chunks (bounded memory)."""
+    from billops.recovery.model import CustomerHistory
+    from billops.recovery.timing import plan_timing, route_for
+
+    hist = CustomerHistory.build(history)
+    card_hist = history[["customer_id", "card_brand", "card_exp_month", "card_exp_year", "attempted_at"]]
+    out: list[dict[str, Any]] = []
+    for lo in range(0, len(failures), chunk):
+        part = failures.iloc[lo : lo + chunk].reset_index(drop=True)
+        plans = plan_timing(
+            model,
+            part,
+            hist,
+            card_hist,
+            max_retries=max_retries,
+            rules=rules,
+            now=now,
+            min_retry_probability=policy.recovery.min_retry_probability,
+        )
+        amounts = part["amount"].to_numpy()
+        so_far = part["attempts_so_far"].to_numpy() if "attempts_so_far" in part else [1] * len(part)
+        for i, p in enumerate(plans):
+            route, why = route_for(
+                p, amount=int(amounts[i]), attempts_so_far=int(so_far[i]), policy=policy.recovery
+            )
+            out.append(
+                {
+                    "invoice_id": p.invoice_id,
+                    "recovery_score": p.score,
+                    "route": route,
+                    "retries": [_iso(t) for t in p.retries],
+                    "reasons": [why, *(r for r in p.reasons if r != why)],
+                    "recovery_probability": round(p.recovery_probability, 4),
+                    "retry_probabilities": [round(q, 4) for q in p.probabilities],
+                    "decline_category": p.category,
+                    "model": model.version,
+                }
+            )
+        if on_chunk:
+            on_chunk(len(part))
+    return out
+
+
+@recovery_app.command("train")
+def train_cmd(
+    attempts: Annotated[
+        Path | None, typer.Option(help="ATTEMPTS.csv (docs/history.md). Omit with --from-mirror.")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Model directory to write (default: the registry).")
+    ] = None,
+    from_mirror: Annotated[
+        bool, typer.Option("--from-mirror", help="Train on the mirror's attempts (webhooks, sync, imports).")
+    ] = False,
+    register: Annotated[
+        bool, typer.Option(help="Also register the model so the service uses it (latest wins).")
+    ] = True,
+) -> None:
+    """Train the retry-success model (LightGBM, isotonic calibration, time split) and save the artifact."""
+    from billops.cli import settings
+    from billops.errors import InputError
+    from billops.recovery.model import register as register_model
+    from billops.recovery.model import registry_dir
+    from billops.recovery.training import train
+
+    s = settings()
+    if (attempts is None) == (not from_mirror):
+        raise InputError("give exactly one of --attempts ATTEMPTS.csv or --from-mirror")
+    t0 = time.perf_counter()
+    if attempts is not None:
+        from billops.recovery.data import read_attempts
+
+        frame = read_attempts(attempts)
+        source = str(attempts)
+    else:
+        from billops.mirror.history import mirror_attempts_frame
+        from billops.store.db import Database
+
+        db = Database(s.db_url)
+        try:
+            frame = mirror_attempts_frame(db)
+        finally:
+            db.dispose()
+        source = "mirror"
+    err.print(f"read {len(frame):,} attempts in {time.perf_counter() - t0:.1f} s")
+    target = out or registry_dir(s.data_dir) / f".training-{int(time.time())}"
+    model, report = train(frame, out=target, source=source)
+    if out is None:
+        final = register_model(model, s.data_dir)
+        import shutil
+
+        shutil.rmtree(target, ignore_errors=True)
+        where = final
+    else:
+        where = out
+        if register:
+            register_model(model, s.data_dir)
+    m = model.manifest
+    test = m["metrics"]["test"]
+    tr = m["training"]
+    console.print(
+        f"model {model.version} → {where}\n"
+        f"  examples {tr['examples']:,} (train {tr['splits']['train']['examples']:,}, calibration "
+        f"{tr['splits']['calibration']['examples']:,}, test {tr['splits']['test']['examples']:,}); "
+        f"{tr['new_card_retries_excluded']:,} new-card payments left out\n"
+        f"  test AUC {_fmt(test['auc'])}  Brier {_fmt(test['brier'])}  base rate {_fmt(test['base_rate'])}\n"
+        f"  trained in {report['total_seconds']:.1f} s"
+        + ("" if register or out is None else "  (not registered: the service will not use it)")
+    )
+
+
+def _fmt(v: Any) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
+
+
+@recovery_app.command("plan")
+def plan_cmd(
+    model: Annotated[Path, typer.Option(help="Model directory (from `billops recovery train`).")],
+    history: Annotated[Path, typer.Option(help="ATTEMPTS.csv with the attempts before the failures.")],
+    failures: Annotated[Path, typer.Option(help="FAILURES.jsonl: one failed invoice per line.")],
+    out: Annotated[Path, typer.Option(help="PLANS.jsonl to write (atomically).")],
+    max_retries: Annotated[int, typer.Option(min=0, max=15, help="Retries per invoice at most.")] = 8,
+) -> None:
+    """Plan retry times, score and route for each failure. Retries obey the network rules file."""
+    from billops.cli import settings
+    from billops.config import load_policy
+    from billops.recovery.data import read_attempts, read_failures, write_jsonl
+    from billops.recovery.model import load_model
+    from billops.recovery.planner import load_network_rules
+
+    s = settings()
+    policy = load_policy(s.policy_file)
+    rules = load_network_rules(policy.network_rules)
+    m = load_model(model)
+    hist = read_attempts(history)
+    fails = read_failures(failures)
+    t0 = time.perf_counter()
+    rows = plan_rows(m, fails, hist, max_retries=max_retries, policy=policy, rules=rules)
+    dt = time.perf_counter() - t0
+    n = write_jsonl(out, rows)
+    routes: dict[str, int] = {}
+    for r in rows:
+        routes[r["route"]] = routes.get(r["route"], 0) + 1
+    console.print(
+        f"{n:,} plans → {out} in {dt:.2f} s ({n / dt if dt else 0:,.0f} failures/s) with {m.version}; "
+        + ", ".join(f"{k} {v:,}" for k, v in sorted(routes.items()))
+    )
+
+
+@recovery_app.command("models")
+def models_cmd() -> None:
+    """The registered recovery models, newest first (the newest valid one decides)."""
+    from billops.cli import settings
+    from billops.recovery.model import list_models, registry_dir
+
+    s = settings()
+    found = list_models(s.data_dir)
+    if not found:
+        console.print(f"no recovery model registered under {registry_dir(s.data_dir)}: rules-v1 decides")
+        return
+    t = Table(
+        "", "version", "created", "trained on (first failures)", "examples", "test AUC", "Brier", "path"
+    )
+    active = True
+    for e in found:
+        m = e["manifest"]
+        if e["error"]:
+            t.add_row("!", str(m.get("version")), "", f"unusable: {e['error']}", "", "", "", str(e["path"]))
+            continue
+        tr = m.get("training", {}).get("splits", {}).get("train", {})
+        test = m.get("metrics", {}).get("test", {})
+        t.add_row(
+            "*" if active else "",
+            m["version"],
+            str(m.get("created_at", ""))[:19],
+            f"{str(tr.get('first_failure_from', ''))[:10]} … {str(tr.get('first_failure_to', ''))[:10]}",
+            f"{m.get('training', {}).get('examples', 0):,}",
+            _fmt(test.get("auc")),
+            _fmt(test.get("brier")),
+            str(e["path"]),
+        )
+        active = False
+    console.print(t)
+    console.print("* decides new recoveries (policy recovery.model: latest)")
+
+
+@recovery_app.command("evaluate")
+def evaluate_cmd(
+    model: Annotated[Path, typer.Option(help="Model directory.")],
+    out: Annotated[Path, typer.Option(help="Report directory (report.md, report.json, calibration.png).")],
+    attempts: Annotated[
+        Path | None,
+        typer.Option(help="Labelled attempts to score (held out: after the model's training window)."),
+    ] = None,
+    history: Annotated[
+        Path | None, typer.Option(help="Earlier attempts (customer history for --attempts).")
+    ] = None,
+    customers: Annotated[int, typer.Option(min=10, help="Backtest: simulated customers.")] = 20000,
+    months: Annotated[int, typer.Option(min=2, max=36, help="Backtest: simulated months.")] = 12,
+    seed: Annotated[
+        int, typer.Option(help="Backtest: simulator seed (use the one the model trained on).")
+    ] = 7,
+    split_days: Annotated[int, typer.Option(min=7, help="Backtest: failures in the last N days.")] = 30,
+    end: Annotated[
+        str | None, typer.Option(help="Backtest: the simulated period's end (ISO date; default today).")
+    ] = None,
+    max_retries: Annotated[int, typer.Option(min=1, max=15)] = 8,
+    backtest: Annotated[bool, typer.Option(help="Run the simulator backtest.")] = True,
+) -> None:
+    """Backtest on a time split: AUC, Brier, calibration plot, and recovered revenue of the learned plans
+    against fixed schedules (Polar 2/7/14/21 d, Kill Bill 8/8/8 d, 8 tries in 14 d) with common random
+    numbers in the simulator."""
+    from billops.cli import settings
+    from billops.config import load_policy
+    from billops.recovery.evaluate import evaluate
+    from billops.recovery.model import load_model
+
+    s = settings()
+    policy = load_policy(s.policy_file)
+    m = load_model(model)
+    report = evaluate(
+        m,
+        out=out,
+        policy=policy,
+        attempts=attempts,
+        history=history,
+        sim={"customers": customers, "months": months, "seed": seed, "split_days": split_days, "end": end}
+        if backtest
+        else None,
+        max_retries=max_retries,
+    )
+    console.print(report["markdown"], markup=False, highlight=False)
+    console.print(f"report → {out}")
+
+
+def register(app: typer.Typer) -> None:
+    try:
+        from billops.sim.payers import register as register_simulate
+    except ImportError:  # pragma: no cover - sim ships with the package
+        pass
+    else:
+        register_simulate(recovery_app)
+    app.add_typer(recovery_app, name="recovery")

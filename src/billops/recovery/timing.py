@@ -1,0 +1,523 @@
+"""Learned retry timing: choose up to `max_retries` retry times that maximize the expected recovered
+amount under the model, inside the card-network rules.
+
+For each failure, on a candidate grid from the earliest allowed time to the deadline:
+
+1. earliest = the last failed attempt + BillOps' minimum spacing, pushed later by a network wait
+   (Mastercard MAC 24–30) and never before `now`; hard declines, MAC 03/21, Visa category 1 and
+   card data that needs replacing get no blind retry at all (the route asks for new card data instead);
+2. the model's calibrated P(success) for retry k at each grid time (a coarse grid of at most
+   `coarse_points` times, then hourly around each chosen time);
+3. a dynamic programme over (retry k, grid time) maximizing P(at least one retry succeeds) =
+   1 − Π(1 − p_k), each retry at least the minimum spacing after the one before, a retry only when its
+   own probability reaches `min_retry_probability` (a retry that is all but sure to fail costs a
+   network fee and issuer goodwill for nothing);
+4. the per-card caps (Visa reattempts per 30 days, Mastercard 10 per 24 h / 35 per 30 days) counted
+   with the card's earlier attempts; a retry that would break one is dropped (never moved silently).
+
+The recovery likelihood (0–100) is 100 × P(the plan recovers the invoice). Success probabilities of
+successive retries are not independent (a customer without funds stays without funds), so the raw
+1 − Π(1 − p_k) is mapped through a second isotonic calibration fitted at the invoice level on the
+calibration slice (what happened to those invoices under their own retries).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import pandas as pd
+
+from billops.config import RecoveryPolicy
+from billops.recovery.model import (
+    FEATURES,
+    LABELS,
+    CustomerHistory,
+    RecoveryModel,
+    StaticFeatures,
+    assemble,
+    categories,
+    static_features,
+)
+from billops.recovery.planner import NetworkRules, _cap_violation
+
+HOUR = np.timedelta64(3600, "s")
+TIME_DISCOUNT_PER_DAY = 0.003  # the planner's preference for an earlier recovery at equal chances
+
+
+@dataclass
+class TimingPlan:
+    invoice_id: str
+    retries: list[datetime]
+    probabilities: list[float]
+    recovery_probability: float
+    category: str
+    blocked: str | None = None
+    notes: list[str] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)
+    contributions: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def score(self) -> int:
+        return round(100 * self.recovery_probability)
+
+
+def plan_timing(
+    model: RecoveryModel,
+    failures: pd.DataFrame,
+    history: CustomerHistory,
+    card_history: pd.DataFrame,
+    *,
+    max_retries: int,
+    rules: NetworkRules,
+    now: datetime | None = None,
+    min_retry_probability: float = 0.02,
+    coarse_points: int = 48,
+    explain: bool = True,
+) -> list[TimingPlan]:
+    """Plan every failure in the frame (FAILURES columns; optional `first_failed_at`, `attempts_so_far`
+    for a re-plan after failed retries). `card_history` holds earlier attempts (customer_id, card_brand,
+    card_exp_month, card_exp_year, attempted_at) for the per-card network caps."""
+    f = failures.reset_index(drop=True).copy()
+    n = len(f)
+    if n == 0:
+        return []
+    f["failed_at"] = pd.to_datetime(f["failed_at"], utc=True)
+    f["deadline"] = pd.to_datetime(f["deadline"], utc=True)
+    if "first_failed_at" not in f:
+        f["first_failed_at"] = f["failed_at"]
+    f["first_failed_at"] = pd.to_datetime(f["first_failed_at"], utc=True)
+    if "attempts_so_far" not in f:
+        f["attempts_so_far"] = 1
+    f["decline_code"] = f["decline_code"].fillna("").replace("", "generic_decline")
+    f["network_advice_code"] = f["network_advice_code"].fillna("")
+    cats = categories(f["decline_code"], f["network_advice_code"], f["card_brand"].fillna(""))
+    f["decline_category"] = cats["decline_category"].to_numpy()
+    agg = history.as_of(f["customer_id"], f["first_failed_at"])
+    for col in agg.columns:
+        f[col] = agg[col].to_numpy()
+
+    spacing_h = float(rules.min_spacing_hours)
+    inv_ids = f["invoice_id"].astype(str).to_numpy()
+    cat_arr = cats["decline_category"].astype(str).to_numpy()
+    never = cats["never_retry"].to_numpy(dtype=bool)
+    waits = cats["wait_hours"].to_numpy(dtype=np.float64)
+    codes = f["decline_code"].astype(str).to_numpy()
+    macs = f["network_advice_code"].astype(str).to_numpy()
+    last = f["failed_at"].dt.tz_localize(None).to_numpy().astype("datetime64[s]")
+    deadline = f["deadline"].dt.tz_localize(None).to_numpy().astype("datetime64[s]")
+    start = last + np.timedelta64(round(spacing_h * 3600), "s")
+    wait_until = last + (waits * 3600).astype(np.int64).astype("timedelta64[s]")
+    waited = wait_until > start
+    start = np.where(waited, wait_until, start)
+    if now is not None:
+        now64 = np.datetime64(pd.Timestamp(now).tz_convert(UTC).tz_localize(None), "s")
+        start = np.maximum(start, now64)
+    # Round up to the whole hour.
+    secs = start.astype(np.int64)
+    starts = ((secs + 3599) // 3600 * 3600).astype("datetime64[s]")
+    ends = deadline
+    plans: list[TimingPlan | None] = [None] * n
+    live: list[int] = []
+    for i in range(n):
+        cat = cat_arr[i]
+        notes = [f"network asks to wait {waits[i]:g} h (advice {macs[i]})"] if waited[i] else []
+        if never[i]:
+            plans[i] = TimingPlan(inv_ids[i], [], [], 0.0, cat, blocked=f"never retried: {codes[i]} is {cat}")
+        elif cat == "needs_new_card":
+            plans[i] = TimingPlan(
+                inv_ids[i], [], [], 0.0, cat, blocked=f"no blind retry before new card data ({codes[i]})"
+            )
+        elif ends[i] < starts[i] or max_retries < 1:
+            why = (
+                "no retry allowed by --max-retries" if max_retries < 1 else "no time left before the deadline"
+            )
+            plans[i] = TimingPlan(inv_ids[i], [], [], 0.0, cat, blocked=why, notes=notes)
+        else:
+            plans[i] = TimingPlan(inv_ids[i], [], [], 0.0, cat, notes=notes)
+            live.append(i)
+
+    st = static_features(f, model.vocab)
+    if live:
+        _plan_live(
+            model,
+            st,
+            f,
+            np.asarray(live),
+            starts,
+            ends,
+            plans,
+            max_retries,
+            spacing_h,
+            min_retry_probability,
+            coarse_points,
+        )
+        _apply_caps(model, f, np.asarray(live), plans, card_history, rules)
+    if explain:
+        _explain(model, st, f, plans)
+    return [p for p in plans if p is not None]
+
+
+def _plan_live(
+    model: RecoveryModel,
+    st: StaticFeatures,
+    f: pd.DataFrame,
+    live: np.ndarray,
+    starts: np.ndarray,
+    ends: np.ndarray,
+    plans: list[TimingPlan | None],
+    max_retries: int,
+    spacing_h: float,
+    min_p: float,
+    coarse_points: int,
+) -> None:
+    m = len(live)
+    k_max = max_retries
+    span_h = ((ends[live] - starts[live]) / HOUR).astype(np.int64)
+    step = np.maximum(1, np.ceil(span_h / max(1, coarse_points - 1))).astype(np.int64)
+    t_len = np.minimum(span_h // step + 1, coarse_points).astype(np.int64)
+    t_max = int(t_len.max())
+    gap = np.maximum(1, np.ceil(spacing_h / step)).astype(np.int64)
+    a0 = f["attempts_so_far"].to_numpy(dtype=np.int64)[live]
+
+    # Attempt numbers of retry k, mapped onto the model's distinct cases.
+    attempt = a0[:, None] + 1 + np.arange(k_max)[None, :]
+    cls = model.attempt_number_classes(attempt.ravel().astype(np.float64)).reshape(m, k_max)
+    pairs = pd.DataFrame({"i": np.repeat(np.arange(m), k_max), "c": cls.ravel()}).drop_duplicates()
+    pi, pc = pairs["i"].to_numpy(), pairs["c"].to_numpy()
+    reps = t_len[pi]
+    ri = np.repeat(pi, reps)
+    rc = np.repeat(pc, reps)
+    rj = np.arange(int(reps.sum())) - np.repeat(np.cumsum(reps) - reps, reps)
+    rt = starts[live][ri] + (rj * step[ri]) * HOUR
+    p = model.predict(assemble(st, live[ri], rt, rc))
+
+    # Scatter into P[i, k, j].
+    pos = {(int(a), float(b)): idx for idx, (a, b) in enumerate(zip(pi, pc, strict=True))}
+    block = np.zeros((len(pi), t_max))
+    starts_of_pair = np.cumsum(reps) - reps
+    for idx in range(len(pi)):
+        block[idx, : reps[idx]] = p[starts_of_pair[idx] : starts_of_pair[idx] + reps[idx]]
+    pair_index = np.array(
+        [[pos[(i, float(c))] for c in row] for i, row in enumerate(cls.tolist())], dtype=np.int64
+    )
+    prob = block[pair_index]  # (m, K, T)
+    valid = np.arange(t_max)[None, :] < t_len[:, None]
+
+    # A recovery today is worth a little more than the same recovery in three weeks (cash, and the
+    # customer's access in the meantime): equal chances go to the earlier time.
+    hours_in = (
+        starts[live] - f["failed_at"].dt.tz_localize(None).to_numpy().astype("datetime64[s]")[live]
+    ) / HOUR
+    grid_h = hours_in[:, None] + np.arange(t_max)[None, :] * step[:, None]
+    discount = np.clip(1.0 - TIME_DISCOUNT_PER_DAY * grid_h / 24.0, 0.5, 1.0)
+    take = np.full((m, k_max, t_max), -1.0)
+    v_next = np.zeros((m, t_max))
+    jj = np.arange(t_max)[None, :] + gap[:, None]
+    inside = jj < t_len[:, None]
+    jj = np.minimum(jj, t_max - 1)
+    for k in range(k_max - 1, -1, -1):
+        after = np.where(inside, np.take_along_axis(v_next, jj, axis=1), 0.0)
+        pk = prob[:, k, :]
+        ok = valid & (pk >= min_p)
+        take[:, k, :] = np.where(ok, pk * discount + (1 - pk) * after, -1.0)
+        v_next = np.maximum.accumulate(take[:, k, ::-1], axis=1)[:, ::-1]
+        v_next = np.maximum(v_next, 0.0)
+
+    chosen_j = np.full((m, k_max), -1, dtype=np.int64)
+    j = np.zeros(m, dtype=np.int64)
+    alive = np.ones(m, dtype=bool)
+    cols = np.arange(t_max)[None, :]
+    for k in range(k_max):
+        masked = np.where(cols >= j[:, None], take[:, k, :], -1.0)
+        best = masked.argmax(axis=1)
+        val = masked[np.arange(m), best]
+        alive &= val > 0
+        chosen_j[:, k] = np.where(alive, best, -1)
+        j = np.where(alive, best + gap, j)
+
+    # Hourly refinement around each chosen coarse time, within a radius that keeps the minimum spacing
+    # between neighbours whatever each one picks.
+    radius = np.maximum(
+        0, np.minimum((step - 1) // 2, (gap * step - np.ceil(spacing_h).astype(np.int64)) // 2)
+    )
+    ci, ck = np.nonzero(chosen_j >= 0)
+    width = 2 * radius[ci] + 1
+    ri2 = np.repeat(ci, width)
+    rk2 = np.repeat(ck, width)
+    off = (
+        np.arange(int(width.sum()))
+        - np.repeat(np.cumsum(width) - width, width)
+        - np.repeat(radius[ci], width)
+    )
+    ref_t = starts[live][ri2] + (chosen_j[ri2, rk2] * step[ri2] + off) * HOUR
+    keep = (ref_t >= starts[live][ri2]) & (ref_t <= ends[live][ri2])
+    ri2, rk2, ref_t = ri2[keep], rk2[keep], ref_t[keep]
+    ref_p = model.predict(assemble(st, live[ri2], ref_t, cls[ri2, rk2].astype(np.float64)))
+    # Best hour per (failure, retry): highest probability, earliest on ties.
+    order = np.lexsort((ref_t.astype(np.int64), -ref_p, rk2, ri2))
+    ri2, rk2, ref_t, ref_p = ri2[order], rk2[order], ref_t[order], ref_p[order]
+    first = np.ones(len(ri2), dtype=bool)
+    first[1:] = (ri2[1:] != ri2[:-1]) | (rk2[1:] != rk2[:-1])
+    for i, t, pk in zip(ri2[first].tolist(), ref_t[first], ref_p[first].tolist(), strict=True):
+        plan = plans[live[i]]
+        assert plan is not None
+        if pk < min_p:
+            continue
+        plan.retries.append(pd.Timestamp(t).tz_localize("UTC").to_pydatetime())
+        plan.probabilities.append(pk)
+    for i in range(m):
+        plan = plans[live[i]]
+        assert plan is not None
+        plan.recovery_probability = model.plan_probability(plan.probabilities)
+        if not plan.retries:
+            plan.blocked = (
+                f"no retry time has a success probability of at least {min_p:.0%} before the deadline"
+            )
+
+
+_CARD_KEY = ["customer_id", "card_brand", "card_exp_month", "card_exp_year"]
+_SAFE_ATTEMPTS = 10  # no cap in the rules file is tighter than 10 attempts (Mastercard, 24 h)
+
+
+def _apply_caps(
+    model: RecoveryModel,
+    f: pd.DataFrame,
+    live: np.ndarray,
+    plans: list[TimingPlan | None],
+    card_history: pd.DataFrame | None,
+    rules: NetworkRules,
+) -> None:
+    """Drop retries that would break a per-card cap, counting the card's attempts in the 30 days before
+    the failure (the failure included). Cards far from every cap skip the exact check."""
+    todo = [int(i) for i in live if plans[i] is not None and plans[i].retries]
+    if not todo:
+        return
+    fk = f.loc[todo, _CARD_KEY].astype(str)
+    if card_history is not None and len(card_history):
+        hk = card_history[_CARD_KEY].astype(str)
+        h_t = pd.to_datetime(card_history["attempted_at"], utc=True).dt.tz_localize(None).to_numpy()
+    else:
+        hk = fk.iloc[:0]
+        h_t = np.zeros(0, dtype="datetime64[ns]")
+    ids = pd.concat([fk, hk], ignore_index=True).groupby(_CARD_KEY, sort=False).ngroup().to_numpy()
+    f_ids, h_ids = ids[: len(todo)].astype(np.int64), ids[len(todo) :].astype(np.int64)
+    h_sec = h_t.astype("datetime64[s]").astype(np.int64)
+    composite = np.sort(h_ids * (1 << 40) + h_sec)
+    fa = f.loc[todo, "failed_at"].dt.tz_localize(None).to_numpy().astype("datetime64[s]").astype(np.int64)
+    lo = np.searchsorted(composite, f_ids * (1 << 40) + fa - 30 * 86400, side="left")
+    hi = np.searchsorted(composite, f_ids * (1 << 40) + fa, side="right")
+    brands = f["card_brand"].astype(str).to_numpy()
+    for n, i in enumerate(todo):
+        plan = plans[i]
+        assert plan is not None
+        if hi[n] - lo[n] + 1 + len(plan.retries) <= _SAFE_ATTEMPTS:
+            continue
+        failed_at = pd.Timestamp(int(fa[n]), unit="s", tz="UTC").to_pydatetime()
+        known = [
+            pd.Timestamp(int(v) - f_ids[n] * (1 << 40), unit="s", tz="UTC").to_pydatetime()
+            for v in composite[lo[n] : hi[n]]
+        ]
+        if failed_at not in known:
+            known.append(failed_at)
+        network, limits = rules.for_brand(str(brands[i]))
+        net_window = timedelta(days=int(limits.get("window_days", 30)))
+        kept_t: list[datetime] = []
+        kept_p: list[float] = []
+        for t, pk in zip(plan.retries, plan.probabilities, strict=True):
+            why = _cap_violation(network, limits, known + kept_t, t, net_window)
+            if why:
+                plan.notes.append(f"retry at {t:%Y-%m-%d %H:%M} UTC dropped: {why}")
+                continue
+            kept_t.append(t)
+            kept_p.append(pk)
+        if len(kept_t) != len(plan.retries):
+            plan.retries, plan.probabilities = kept_t, kept_p
+            plan.recovery_probability = model.plan_probability(kept_p)
+            if not kept_t:
+                plan.blocked = "every retry would break a card-network attempt cap"
+
+
+def _describe(name: str, value: float, vocab: dict[str, list[str]]) -> str:
+    if name in vocab:
+        codes = vocab[name]
+        v = codes[int(value)] if not math.isnan(value) and 0 <= int(value) < len(codes) else "unknown"
+        return f"{LABELS[name]} {v or 'none'}"
+    if math.isnan(value):
+        return f"{LABELS[name]} unknown"
+    if name == "local_weekday":
+        return f"local weekday {['Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat', 'Sun'][int(value)]}"
+    if name == "success_weekday_share":
+        return f"{LABELS[name]} {value:.0%}"
+    if name == "amount":
+        return f"amount {value / 100:.2f}"
+    return f"{LABELS[name]} {value:g}" if value == int(value) else f"{LABELS[name]} {value:.1f}"
+
+
+def _explain(
+    model: RecoveryModel, st: StaticFeatures, f: pd.DataFrame, plans: list[TimingPlan | None], top: int = 3
+) -> None:
+    rows = [i for i, p in enumerate(plans) if p is not None and p.retries]
+    for p in plans:
+        if p is not None and not p.retries:
+            p.reasons = [p.blocked or "no retry planned", *p.notes]
+    if not rows:
+        return
+    idx = np.asarray(rows)
+    at = np.array([np.datetime64(plans[i].retries[0].replace(tzinfo=None), "s") for i in rows])  # type: ignore[union-attr]
+    attempt = f["attempts_so_far"].to_numpy(dtype=np.int64)[idx] + 1
+    x = assemble(st, idx, at, attempt.astype(np.float64))
+    contrib = model.contributions(x)
+    vocab = model.vocab
+    zones = f["customer_timezone"].fillna("").astype(str).to_numpy()
+    for r, i in enumerate(rows):
+        plan = plans[i]
+        assert plan is not None
+        c = contrib[r, :-1]
+        order = np.argsort(-np.abs(c))[:top]
+        plan.contributions = {FEATURES[j]: round(float(c[j]), 4) for j in np.argsort(-np.abs(c))[:8]}
+        tz = zones[i] or "UTC"
+        try:
+            local = plan.retries[0].astimezone(ZoneInfo(tz))
+        except Exception:
+            local = plan.retries[0]
+        reasons = [
+            f"{len(plan.retries)} retr{'y' if len(plan.retries) == 1 else 'ies'} recover the invoice with "
+            f"probability {plan.recovery_probability:.0%} (model {model.version})",
+            f"first retry {local:%a %Y-%m-%d %H:%M} {tz} (success probability {plan.probabilities[0]:.0%})",
+        ]
+        for j in order:
+            verb = "raises" if c[j] > 0 else "lowers"
+            reasons.append(
+                f"{_describe(FEATURES[j], float(x[r, j]), vocab)} {verb} the odds ({c[j]:+.2f} log-odds)"
+            )
+        plan.reasons = reasons + plan.notes
+
+
+def route_for(
+    plan: TimingPlan, *, amount: int, attempts_so_far: int, policy: RecoveryPolicy
+) -> tuple[Literal["auto_retry", "retry_and_notify", "human_review", "no_retry"], str]:
+    """The route by the policy thresholds, with the rules no score overrides."""
+    th = policy.thresholds
+    score = plan.score
+    if plan.category == "hard" or (plan.blocked or "").startswith("never retried"):
+        return "no_retry", plan.blocked or "hard decline: never retried"
+    if plan.category == "needs_new_card":
+        return "retry_and_notify", "the card needs new data: ask the customer for it (card-update link)"
+    if amount >= policy.high_value_minor and attempts_so_far >= 2:
+        return "human_review", "repeated failure on a high-value invoice: escalate"
+    if score > th.auto_retry_above:
+        return "auto_retry", f"score {score} > {th.auto_retry_above}"
+    if score >= th.notify_from:
+        return "retry_and_notify", f"score {score} within {th.notify_from}–{th.auto_retry_above}"
+    return "human_review", f"score {score} < {th.notify_from}"
+
+
+def _attempt_row(a: Any, tz: str, created: Any) -> dict[str, Any]:
+    card = a.card
+    return {
+        "attempt_id": a.id,
+        "invoice_id": a.invoice_id or "",
+        "customer_id": a.customer_id or "",
+        "attempted_at": a.attempted_at,
+        "amount": a.amount,
+        "currency": a.currency,
+        "outcome": a.outcome,
+        "decline_code": a.decline.code if a.decline and a.outcome == "failed" else "",
+        "network_advice_code": (a.decline.network_advice_code or "") if a.decline else "",
+        "card_brand": ((card.brand or "").lower() if card else ""),
+        "card_funding": (card.funding or "") if card else "",
+        "card_country": (card.country or "") if card else "",
+        "card_exp_month": card.exp_month if card else None,
+        "card_exp_year": card.exp_year if card else None,
+        "customer_timezone": tz,
+        "customer_created_at": created,
+    }
+
+
+def plan_for_context(
+    model: RecoveryModel, ctx: Any, *, policy: RecoveryPolicy, rules: NetworkRules, now: datetime
+) -> tuple[TimingPlan, int, datetime]:
+    """Plan one live recovery (a `RecoveryContext`) with the model. Returns the plan, the number of
+    attempts the invoice has had, and its first failure. The deadline is the first failure plus the
+    policy's window; a re-plan after a failed retry counts every attempt so far."""
+    cust = ctx.customer
+    tz = ""
+    if cust is not None:
+        tz = cust.timezone or str((cust.metadata or {}).get("timezone") or "")
+    created = cust.created_at if cust is not None else None
+    inv = ctx.invoice
+    on_invoice = sorted(
+        [a for a in ctx.history if a.invoice_id == inv.id and a.outcome in ("failed", "succeeded")],
+        key=lambda a: a.attempted_at,
+    )
+    failures_so_far = [a for a in on_invoice if a.outcome == "failed"]
+    first_failed = min([ctx.failed_at, *(a.attempted_at for a in failures_so_far)])
+    attempts_so_far = max(
+        1,
+        inv.attempt_count,
+        len({a.id for a in failures_so_far} | ({ctx.attempt.id} if ctx.attempt else set())),
+    )
+    earlier = [a for a in ctx.history if a.invoice_id != inv.id and a.outcome in ("failed", "succeeded")]
+    hist_rows = [_attempt_row(a, tz, created) for a in earlier]
+    cols = [
+        "attempt_id",
+        "invoice_id",
+        "customer_id",
+        "attempted_at",
+        "amount",
+        "currency",
+        "outcome",
+        "decline_code",
+        "network_advice_code",
+        "card_brand",
+        "card_funding",
+        "card_country",
+        "card_exp_month",
+        "card_exp_year",
+        "customer_timezone",
+        "customer_created_at",
+    ]
+    hist = pd.DataFrame(hist_rows, columns=cols)
+    hist["attempted_at"] = pd.to_datetime(hist["attempted_at"], utc=True)
+    card = ctx.attempt.card if ctx.attempt and ctx.attempt.card else None
+    row = {
+        "invoice_id": inv.id,
+        "customer_id": inv.customer_id or "",
+        "amount": inv.amount_remaining or inv.amount_due,
+        "currency": inv.currency,
+        "failed_at": ctx.failed_at,
+        "first_failed_at": first_failed,
+        "attempts_so_far": attempts_so_far,
+        "decline_code": ctx.decline.code,
+        "network_advice_code": ctx.decline.network_advice_code or "",
+        "card_brand": ((card.brand or "").lower() if card else ""),
+        "card_funding": (card.funding or "") if card else "",
+        "card_country": (card.country or "") if card else "",
+        "card_exp_month": card.exp_month if card else None,
+        "card_exp_year": card.exp_year if card else None,
+        "customer_timezone": tz,
+        "customer_created_at": created,
+        "deadline": first_failed + timedelta(days=policy.window_days),
+    }
+    card_hist = pd.DataFrame(
+        [_attempt_row(a, tz, created) for a in ctx.card_attempts if a.attempted_at <= ctx.failed_at],
+        columns=cols,
+    )
+    if len(card_hist):
+        card_hist["customer_id"] = row["customer_id"]  # the caps count the card, whoever's invoice it was
+    plans = plan_timing(
+        model,
+        pd.DataFrame([row]),
+        CustomerHistory.build(hist),
+        card_hist,
+        max_retries=max(0, policy.max_retries - (attempts_so_far - 1)),
+        rules=rules,
+        now=now,
+        min_retry_probability=policy.min_retry_probability,
+    )
+    return plans[0], attempts_so_far, first_failed
