@@ -266,6 +266,12 @@ def _mount_optional() -> None:
         pass
     else:
         app.add_typer(sync_app, name="sync")
+    from billops.mirror.history import register as register_history  # billops history import|export
+
+    register_history(app)
+    from billops.recovery.cli import register as register_recovery
+
+    register_recovery(app)
 
 
 _mount_optional()

@@ -42,6 +42,7 @@ def plan_rows(
     rules: Any,
     now: datetime | None = None,
     chunk: int = 4000,
+    resolution_hours: int = 1,
     on_chunk: Callable[[int], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Plans as PLANS.jsonl objects for a failures frame, in chunks (bounded memory)."""
@@ -62,6 +63,7 @@ def plan_rows(
             rules=rules,
             now=now,
             min_retry_probability=policy.recovery.min_retry_probability,
+            resolution_hours=resolution_hours,
         )
         amounts = part["amount"].to_numpy()
         so_far = part["attempts_so_far"].to_numpy() if "attempts_so_far" in part else [1] * len(part)
@@ -124,6 +126,7 @@ def train_cmd(
 
         db = Database(s.db_url)
         try:
+            db.migrate()
             frame = mirror_attempts_frame(db)
         finally:
             db.dispose()
@@ -166,6 +169,9 @@ def plan_cmd(
     failures: Annotated[Path, typer.Option(help="FAILURES.jsonl: one failed invoice per line.")],
     out: Annotated[Path, typer.Option(help="PLANS.jsonl to write (atomically).")],
     max_retries: Annotated[int, typer.Option(min=0, max=15, help="Retries per invoice at most.")] = 8,
+    resolution_hours: Annotated[
+        int, typer.Option(min=1, max=24, help="Candidate retry times every N hours (1: hourly).")
+    ] = 1,
 ) -> None:
     """Plan retry times, score and route for each failure. Retries obey the network rules file."""
     from billops.cli import settings
@@ -181,7 +187,9 @@ def plan_cmd(
     hist = read_attempts(history)
     fails = read_failures(failures)
     t0 = time.perf_counter()
-    rows = plan_rows(m, fails, hist, max_retries=max_retries, policy=policy, rules=rules)
+    rows = plan_rows(
+        m, fails, hist, max_retries=max_retries, policy=policy, rules=rules, resolution_hours=resolution_hours
+    )
     dt = time.perf_counter() - t0
     n = write_jsonl(out, rows)
     routes: dict[str, int] = {}

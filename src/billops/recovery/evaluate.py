@@ -27,6 +27,7 @@ from billops.config import Policy
 from billops.recovery.model import CustomerHistory, RecoveryModel, feature_matrix, prepare, training_examples
 from billops.recovery.planner import load_network_rules
 from billops.recovery.training import metrics
+from billops.sim.business import add_months
 
 FIXED = {
     "polar_2_7_14_21d": [2.0, 7.0, 14.0, 21.0],
@@ -120,7 +121,7 @@ def backtest(
         if end
         else datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     )
-    start_t = end_t - timedelta(days=round(months * 30.44))
+    start_t = add_months(end_t, -months)  # as `billops recovery simulate` does: the same world
     split = end_t - timedelta(days=split_days)
     world = World(seed=seed, customers=customers, start=start_t, end=end_t)
     history = world.history(until=split)
@@ -237,7 +238,7 @@ def evaluate(
         world = World(
             seed=sim["seed"],
             customers=sim["customers"],
-            start=end_t - timedelta(days=round(sim["months"] * 30.44)),
+            start=add_months(end_t, -sim["months"]),
             end=end_t,
         )
         full = world.history()

@@ -140,29 +140,38 @@ def categories(codes: pd.Series, macs: pd.Series, brands: pd.Series) -> pd.DataF
     return out[["decline_category", "never_retry", "wait_hours"]]
 
 
-def local_parts(at: pd.Series, tz: pd.Series) -> pd.DataFrame:
-    """Hour, weekday, day of month, days in month and the previous month's length, in each row's zone."""
-    n = len(at)
-    hour = np.zeros(n, dtype=np.int64)
-    weekday = np.zeros(n, dtype=np.int64)
-    day = np.ones(n, dtype=np.int64)
-    dim = np.full(n, 30, dtype=np.int64)
-    pdim = np.full(n, 30, dtype=np.int64)
-    naive = pd.DatetimeIndex(pd.to_datetime(pd.Series(at).reset_index(drop=True), utc=True)).tz_localize(None)
-    at = pd.Series(naive, index=range(n))
-    zones = pd.Series(tz.fillna("").to_numpy(), index=range(n))
-    for zone, idx in zones.groupby(zones, sort=False).groups.items():
-        pos = np.asarray(idx, dtype=np.int64)
+def local_fields(at: np.ndarray, codes: np.ndarray, zones: list[str]) -> dict[str, np.ndarray]:
+    """Hour, weekday (Mon 0), day of month, days in the month and in the previous month, of UTC times
+    `at` (naive datetime64) in each row's zone (`zones[codes[r]]`, "" or unknown = UTC)."""
+    at = np.asarray(at).astype("datetime64[s]")
+    local = at.copy()
+    order = np.argsort(codes, kind="stable")
+    bounds = np.searchsorted(codes[order], np.arange(len(zones) + 1))
+    for z, zone in enumerate(zones):
+        pos = order[bounds[z] : bounds[z + 1]]
+        if not len(pos) or not zone or zone == "UTC":
+            continue
         try:
-            local = pd.DatetimeIndex(at.iloc[pos]).tz_localize("UTC").tz_convert(zone or "UTC")
+            idx = pd.DatetimeIndex(at[pos].astype("datetime64[ns]")).tz_localize("UTC").tz_convert(zone)
         except Exception:  # an unknown zone (validated on input; the mirror may still hold one): UTC
-            local = pd.DatetimeIndex(at.iloc[pos]).tz_localize("UTC")
-        hour[pos] = local.hour
-        weekday[pos] = local.weekday
-        day[pos] = local.day
-        dim[pos] = local.days_in_month
-        pdim[pos] = (local - pd.to_timedelta(local.day, unit="D")).day  # the day before the 1st
-    return pd.DataFrame({"hour": hour, "weekday": weekday, "day": day, "dim": dim, "pdim": pdim})
+            continue
+        local[pos] = idx.tz_localize(None).to_numpy().astype("datetime64[s]")
+    days = local.astype("datetime64[D]")
+    month = days.astype("datetime64[M]")
+    first = month.astype("datetime64[D]")
+    return {
+        "hour": ((local - days).astype(np.int64) // 3600),
+        "weekday": (days.astype(np.int64) + 3) % 7,
+        "day": (days - first).astype(np.int64) + 1,
+        "dim": ((month + 1).astype("datetime64[D]") - first).astype(np.int64),
+        "pdim": (first - (month - 1).astype("datetime64[D]")).astype(np.int64),
+    }
+
+
+def local_parts(at: pd.Series, tz: pd.Series) -> pd.DataFrame:
+    """`local_fields` for a Series of times and a Series of zone names."""
+    codes, zones = pd.factorize(pd.Series(tz).fillna("").astype(str).to_numpy())
+    return pd.DataFrame(local_fields(_naive_utc(at).to_numpy(), codes, [str(z) for z in zones]))
 
 
 @dataclass
@@ -175,7 +184,7 @@ class CustomerHistory:
     @classmethod
     def build(cls, attempts: pd.DataFrame) -> CustomerHistory:
         a = attempts[["customer_id", "invoice_id", "attempted_at", "outcome", "customer_timezone"]]
-        a = a.sort_values(["attempted_at"], kind="stable")
+        a = a.assign(attempted_at=_naive_utc(a["attempted_at"])).sort_values(["attempted_at"], kind="stable")
         succ = (a["outcome"] == "succeeded").to_numpy()
         is_retry = a.groupby("invoice_id", sort=False).cumcount().to_numpy() > 0
         g = pd.DataFrame(
@@ -222,20 +231,24 @@ class CustomerHistory:
     def as_of(self, customer_ids: pd.Series, times: pd.Series) -> pd.DataFrame:
         """Aggregates over each customer's attempts strictly before the given time, row-aligned."""
         q = pd.DataFrame(
-            {"customer_id": customer_ids.to_numpy(), "t": pd.to_datetime(times, utc=True).to_numpy()}
+            {"customer_id": customer_ids.astype(str).to_numpy(), "t": _naive_utc(times).to_numpy()}
         )
         q["_row"] = np.arange(len(q))
         q = q.sort_values("t", kind="stable")
+        # One key type on all sides (pandas may infer its string dtype on one side and object on another).
+        q["customer_id"] = q["customer_id"].astype(object)
+        totals = self.totals.assign(customer_id=self.totals["customer_id"].astype(object))
+        wins = self.retry_wins.assign(customer_id=self.retry_wins["customer_id"].astype(object))
         out = pd.merge_asof(
             q,
-            self.totals.sort_values("t", kind="stable"),
+            totals.sort_values("t", kind="stable"),
             on="t",
             by="customer_id",
             allow_exact_matches=False,
         )
         out = pd.merge_asof(
             out,
-            self.retry_wins.sort_values("t", kind="stable"),
+            wins.sort_values("t", kind="stable"),
             on="t",
             by="customer_id",
             allow_exact_matches=False,
@@ -249,6 +262,12 @@ class CustomerHistory:
 _WD = [f"wd{d}" for d in range(7)]
 
 
+def _naive_utc(values: Any) -> pd.Series:
+    """Any times (aware, naive = UTC, strings, datetimes) as naive UTC datetime64[ns]."""
+    t = pd.to_datetime(pd.Series(values), utc=True, format="ISO8601")  # keeps a Series' index
+    return t.dt.tz_localize(None).astype("datetime64[ns]")
+
+
 # ---------------------------------------------------------------------------------------------- features
 
 
@@ -257,7 +276,8 @@ class StaticFeatures:
     """The parts of the features fixed per failure, computed once; times and attempt numbers vary."""
 
     x: np.ndarray  # (n, len(FEATURES)); time-dependent columns are filled by `assemble`
-    tz: np.ndarray  # IANA zone per failure ("" = UTC)
+    tz_codes: np.ndarray  # index into `zones` per failure
+    zones: list[str]  # IANA zone names ("" = UTC)
     first: np.ndarray  # first failure, epoch seconds
     exp_m: np.ndarray
     exp_y: np.ndarray
@@ -282,12 +302,14 @@ def static_features(rows: pd.DataFrame, vocab: dict[str, list[str]]) -> StaticFe
     for i, name in enumerate(CATEGORICAL):
         x[:, i] = encode(rows[name], vocab[name])
     col = {name: len(CATEGORICAL) + j for j, name in enumerate(NUMERIC)}
+    tz_codes, zones = pd.factorize(rows["customer_timezone"].fillna("").astype(str).to_numpy())
     x[:, col["amount"]] = rows["amount"].to_numpy(dtype=np.float64)
     for name in ("past_successes", "past_failures", "past_retry_successes"):
         x[:, col[name]] = rows[name].to_numpy(dtype=np.float64)
     return StaticFeatures(
         x=x,
-        tz=rows["customer_timezone"].fillna("").astype(str).to_numpy(),
+        tz_codes=tz_codes,
+        zones=[str(z) for z in zones],
         first=_epoch(rows["first_failed_at"]),
         exp_m=pd.to_numeric(rows["card_exp_month"], errors="coerce").to_numpy(dtype=np.float64),
         exp_y=pd.to_numeric(rows["card_exp_year"], errors="coerce").to_numpy(dtype=np.float64),
@@ -303,11 +325,11 @@ _COL = {name: len(CATEGORICAL) + j for j, name in enumerate(NUMERIC)}
 def assemble(st: StaticFeatures, fi: np.ndarray, at: np.ndarray, attempt: np.ndarray) -> np.ndarray:
     """Feature rows for failure `fi[r]` retried at `at[r]` (datetime64, UTC) as attempt `attempt[r]`."""
     n = len(fi)
-    x = st.x[fi].copy()
+    x = st.x[fi]  # fancy indexing: already a copy
     at64 = np.asarray(at).astype("datetime64[s]")
     sec = at64.astype(np.int64).astype(np.float64)
-    parts = local_parts(pd.Series(at64.astype("datetime64[ns]")), pd.Series(st.tz[fi]))
-    hour, weekday, day, dim, pdim = (parts[c].to_numpy() for c in ("hour", "weekday", "day", "dim", "pdim"))
+    parts = local_fields(at64, st.tz_codes[fi], st.zones)
+    hour, weekday, day, dim, pdim = (parts[c] for c in ("hour", "weekday", "day", "dim", "pdim"))
     ym = at64.astype("datetime64[M]").astype(np.int64)
     at_y, at_m = ym // 12 + 1970, ym % 12 + 1
     x[:, _COL["attempt_number"]] = attempt
@@ -319,22 +341,23 @@ def assemble(st: StaticFeatures, fi: np.ndarray, at: np.ndarray, attempt: np.nda
     x[:, _COL["local_day_of_month"]] = day
     x[:, _COL["days_to_month_end"]] = dim - day
     x[:, _COL["days_since_likely_payday"]] = _days_since_likely_payday(day, weekday, dim)
-    mask = st.mask[fi]
-    has = mask != 0
+    mask_all = st.mask[fi]
     dist = np.full(n, np.nan)
     since = np.full(n, np.nan)
-    if has.any():
-        best = np.full(n, 99, dtype=np.int64)
+    rows = np.nonzero(mask_all != 0)[0]  # only customers whose retries succeeded before
+    if len(rows):
+        mask, d_r, pd_r = mask_all[rows], day[rows], pdim[rows]
+        best = np.full(len(rows), 99, dtype=np.int64)
         for b in range(31):
             on = ((mask >> b) & 1).astype(bool)
-            d = np.abs(day - (b + 1))
+            d = np.abs(d_r - (b + 1))
             best = np.where(on, np.minimum(best, np.minimum(d, 31 - d)), best)
-        dist = np.where(has, best, np.nan)
-        back = np.full(n, 99, dtype=np.int64)
+        dist[rows] = best
+        back = np.full(len(rows), 99, dtype=np.int64)
         for k in range(30, -1, -1):
-            dom = np.clip(np.where(day - k >= 1, day - k, day - k + pdim), 1, 31)
+            dom = np.clip(np.where(d_r - k >= 1, d_r - k, d_r - k + pd_r), 1, 31)
             back = np.where(((mask >> (dom - 1)) & 1).astype(bool), k, back)
-        since = np.where(has & (back < 99), back, np.nan)
+        since[rows] = np.where(back < 99, back, np.nan)
     x[:, _COL["payday_dom_distance"]] = dist
     x[:, _COL["days_since_customer_payday"]] = since
     wd = st.wd[fi]

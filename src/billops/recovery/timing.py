@@ -6,9 +6,10 @@ For each failure, on a candidate grid from the earliest allowed time to the dead
 1. earliest = the last failed attempt + BillOps' minimum spacing, pushed later by a network wait
    (Mastercard MAC 24–30) and never before `now`; hard declines, MAC 03/21, Visa category 1 and
    card data that needs replacing get no blind retry at all (the route asks for new card data instead);
-2. the model's calibrated P(success) for retry k at each grid time (a coarse grid of at most
-   `coarse_points` times, then hourly around each chosen time);
-3. a dynamic programme over (retry k, grid time) maximizing P(at least one retry succeeds) =
+2. the model's calibrated P(success) for the first retry at every hour up to the deadline; the hours
+   are grouped into at most `coarse_points` blocks, each represented by its best hour, where the
+   later retries (other attempt numbers) are evaluated too;
+3. a dynamic programme over (retry k, block) maximizing P(at least one retry succeeds) =
    1 − Π(1 − p_k), each retry at least the minimum spacing after the one before, a retry only when its
    own probability reaches `min_retry_probability` (a retry that is all but sure to fail costs a
    network fee and issuer goodwill for nothing);
@@ -77,6 +78,7 @@ def plan_timing(
     now: datetime | None = None,
     min_retry_probability: float = 0.02,
     coarse_points: int = 48,
+    resolution_hours: int = 1,
     explain: bool = True,
 ) -> list[TimingPlan]:
     """Plan every failure in the frame (FAILURES columns; optional `first_failed_at`, `attempts_so_far`
@@ -155,6 +157,7 @@ def plan_timing(
             spacing_h,
             min_retry_probability,
             coarse_points,
+            resolution_hours,
         )
         _apply_caps(model, f, np.asarray(live), plans, card_history, rules)
     if explain:
@@ -174,47 +177,63 @@ def _plan_live(
     spacing_h: float,
     min_p: float,
     coarse_points: int,
+    resolution: int,
 ) -> None:
     m = len(live)
     k_max = max_retries
-    span_h = ((ends[live] - starts[live]) / HOUR).astype(np.int64)
-    step = np.maximum(1, np.ceil(span_h / max(1, coarse_points - 1))).astype(np.int64)
-    t_len = np.minimum(span_h // step + 1, coarse_points).astype(np.int64)
+    st_live = starts[live]
+    # Candidates every `resolution` hours (hourly by default), in units of that resolution below.
+    hours = ((ends[live] - st_live) / HOUR).astype(np.int64) // resolution + 1
+    step = np.maximum(1, np.ceil(hours / coarse_points)).astype(np.int64)  # candidates per block
+    t_len = np.ceil(hours / step).astype(np.int64)  # blocks per failure
     t_max = int(t_len.max())
-    gap = np.maximum(1, np.ceil(spacing_h / step)).astype(np.int64)
+    # Two picks must be `spacing` apart wherever they fall inside their blocks.
+    spacing_u = spacing_h / resolution
+    gap = np.where(step > 1, 1 + np.ceil((spacing_u - 1) / step), np.ceil(max(spacing_u, 1.0)))
+    gap = gap.astype(np.int64)
     a0 = f["attempts_so_far"].to_numpy(dtype=np.int64)[live]
-
-    # Attempt numbers of retry k, mapped onto the model's distinct cases.
     attempt = a0[:, None] + 1 + np.arange(k_max)[None, :]
     cls = model.attempt_number_classes(attempt.ravel().astype(np.float64)).reshape(m, k_max)
-    pairs = pd.DataFrame({"i": np.repeat(np.arange(m), k_max), "c": cls.ravel()}).drop_duplicates()
-    pi, pc = pairs["i"].to_numpy(), pairs["c"].to_numpy()
-    reps = t_len[pi]
-    ri = np.repeat(pi, reps)
-    rc = np.repeat(pc, reps)
-    rj = np.arange(int(reps.sum())) - np.repeat(np.cumsum(reps) - reps, reps)
-    rt = starts[live][ri] + (rj * step[ri]) * HOUR
-    p = model.predict(assemble(st, live[ri], rt, rc))
 
-    # Scatter into P[i, k, j].
-    pos = {(int(a), float(b)): idx for idx, (a, b) in enumerate(zip(pi, pc, strict=True))}
-    block = np.zeros((len(pi), t_max))
-    starts_of_pair = np.cumsum(reps) - reps
-    for idx in range(len(pi)):
-        block[idx, : reps[idx]] = p[starts_of_pair[idx] : starts_of_pair[idx] + reps[idx]]
-    pair_index = np.array(
-        [[pos[(i, float(c))] for c in row] for i, row in enumerate(cls.tolist())], dtype=np.int64
+    # 1. Every hour for the first retry's case; each block keeps its best hour.
+    ri = np.repeat(np.arange(m), hours)
+    rh = np.arange(int(hours.sum())) - np.repeat(np.cumsum(hours) - hours, hours)
+    unit = resolution * HOUR
+    p_hour = model.predict(assemble(st, live[ri], st_live[ri] + rh * unit, cls[ri, 0]))
+    padded = np.full((m, t_max * int(step.max())), -1.0)
+    padded[ri, rh] = p_hour
+    best_h = np.zeros((m, t_max), dtype=np.int64)
+    best_p = np.full((m, t_max), -1.0)
+    for s_val in np.unique(step):
+        rows = np.nonzero(step == s_val)[0]
+        blocks = padded[rows, : t_max * s_val].reshape(len(rows), t_max, s_val)
+        arg = blocks.argmax(axis=2)
+        best_h[rows] = arg + np.arange(t_max)[None, :] * s_val
+        best_p[rows] = np.take_along_axis(blocks, arg[:, :, None], axis=2)[:, :, 0]
+    valid = (np.arange(t_max)[None, :] < t_len[:, None]) & (best_p >= 0)
+
+    # 2. The other retries' cases at those hours.
+    prob = np.repeat(best_p[:, None, :], k_max, axis=1)
+    pairs = pd.DataFrame(
+        {"i": np.repeat(np.arange(m), k_max), "k": np.tile(np.arange(k_max), m), "c": cls.ravel()}
     )
-    prob = block[pair_index]  # (m, K, T)
-    valid = np.arange(t_max)[None, :] < t_len[:, None]
+    pairs = pairs[pairs["c"].to_numpy() != cls[pairs["i"].to_numpy(), 0]]
+    if len(pairs):
+        uniq = pairs.drop_duplicates(["i", "c"])
+        ui, uc = uniq["i"].to_numpy(), uniq["c"].to_numpy()
+        reps = t_len[ui]
+        qi, qc = np.repeat(ui, reps), np.repeat(uc, reps)
+        qj = np.arange(int(reps.sum())) - np.repeat(np.cumsum(reps) - reps, reps)
+        qp = model.predict(assemble(st, live[qi], st_live[qi] + best_h[qi, qj] * unit, qc))
+        table = pd.DataFrame({"i": qi, "c": qc, "j": qj, "p": qp})
+        want = pairs.merge(table, on=["i", "c"])
+        prob[want["i"].to_numpy(), want["k"].to_numpy(), want["j"].to_numpy()] = want["p"].to_numpy()
 
-    # A recovery today is worth a little more than the same recovery in three weeks (cash, and the
-    # customer's access in the meantime): equal chances go to the earlier time.
-    hours_in = (
-        starts[live] - f["failed_at"].dt.tz_localize(None).to_numpy().astype("datetime64[s]")[live]
-    ) / HOUR
-    grid_h = hours_in[:, None] + np.arange(t_max)[None, :] * step[:, None]
-    discount = np.clip(1.0 - TIME_DISCOUNT_PER_DAY * grid_h / 24.0, 0.5, 1.0)
+    # 3. Dynamic programme over (retry, block), backwards; a small preference for earlier recoveries.
+    hours_in = (st_live - f["failed_at"].dt.tz_localize(None).to_numpy().astype("datetime64[s]")[live]) / HOUR
+    discount = np.clip(
+        1.0 - TIME_DISCOUNT_PER_DAY * (hours_in[:, None] + best_h * resolution) / 24.0, 0.5, 1.0
+    )
     take = np.full((m, k_max, t_max), -1.0)
     v_next = np.zeros((m, t_max))
     jj = np.arange(t_max)[None, :] + gap[:, None]
@@ -225,54 +244,28 @@ def _plan_live(
         pk = prob[:, k, :]
         ok = valid & (pk >= min_p)
         take[:, k, :] = np.where(ok, pk * discount + (1 - pk) * after, -1.0)
-        v_next = np.maximum.accumulate(take[:, k, ::-1], axis=1)[:, ::-1]
-        v_next = np.maximum(v_next, 0.0)
+        v_next = np.maximum(np.maximum.accumulate(take[:, k, ::-1], axis=1)[:, ::-1], 0.0)
 
-    chosen_j = np.full((m, k_max), -1, dtype=np.int64)
     j = np.zeros(m, dtype=np.int64)
     alive = np.ones(m, dtype=bool)
     cols = np.arange(t_max)[None, :]
+    rows_m = np.arange(m)
+    picks_t: list[list[datetime]] = [[] for _ in range(m)]
+    picks_p: list[list[float]] = [[] for _ in range(m)]
     for k in range(k_max):
         masked = np.where(cols >= j[:, None], take[:, k, :], -1.0)
         best = masked.argmax(axis=1)
-        val = masked[np.arange(m), best]
-        alive &= val > 0
-        chosen_j[:, k] = np.where(alive, best, -1)
+        alive &= masked[rows_m, best] > 0
+        for i in np.nonzero(alive)[0].tolist():
+            b = int(best[i])
+            t = st_live[i] + best_h[i, b] * unit
+            picks_t[i].append(pd.Timestamp(t).tz_localize("UTC").to_pydatetime())
+            picks_p[i].append(float(prob[i, k, b]))
         j = np.where(alive, best + gap, j)
-
-    # Hourly refinement around each chosen coarse time, within a radius that keeps the minimum spacing
-    # between neighbours whatever each one picks.
-    radius = np.maximum(
-        0, np.minimum((step - 1) // 2, (gap * step - np.ceil(spacing_h).astype(np.int64)) // 2)
-    )
-    ci, ck = np.nonzero(chosen_j >= 0)
-    width = 2 * radius[ci] + 1
-    ri2 = np.repeat(ci, width)
-    rk2 = np.repeat(ck, width)
-    off = (
-        np.arange(int(width.sum()))
-        - np.repeat(np.cumsum(width) - width, width)
-        - np.repeat(radius[ci], width)
-    )
-    ref_t = starts[live][ri2] + (chosen_j[ri2, rk2] * step[ri2] + off) * HOUR
-    keep = (ref_t >= starts[live][ri2]) & (ref_t <= ends[live][ri2])
-    ri2, rk2, ref_t = ri2[keep], rk2[keep], ref_t[keep]
-    ref_p = model.predict(assemble(st, live[ri2], ref_t, cls[ri2, rk2].astype(np.float64)))
-    # Best hour per (failure, retry): highest probability, earliest on ties.
-    order = np.lexsort((ref_t.astype(np.int64), -ref_p, rk2, ri2))
-    ri2, rk2, ref_t, ref_p = ri2[order], rk2[order], ref_t[order], ref_p[order]
-    first = np.ones(len(ri2), dtype=bool)
-    first[1:] = (ri2[1:] != ri2[:-1]) | (rk2[1:] != rk2[:-1])
-    for i, t, pk in zip(ri2[first].tolist(), ref_t[first], ref_p[first].tolist(), strict=True):
-        plan = plans[live[i]]
-        assert plan is not None
-        if pk < min_p:
-            continue
-        plan.retries.append(pd.Timestamp(t).tz_localize("UTC").to_pydatetime())
-        plan.probabilities.append(pk)
     for i in range(m):
         plan = plans[live[i]]
         assert plan is not None
+        plan.retries, plan.probabilities = picks_t[i], picks_p[i]
         plan.recovery_probability = model.plan_probability(plan.probabilities)
         if not plan.retries:
             plan.blocked = (

@@ -22,6 +22,13 @@ def register(app: typer.Typer) -> None:
         port: Annotated[
             int | None, typer.Option(min=1, max=65535, help="Server port (default: a free one).")
         ] = None,
+        train: Annotated[
+            bool,
+            typer.Option(
+                "--train/--no-train",
+                help="Train the recovery model on a simulated year first (else rules-v1 decides).",
+            ),
+        ] = True,
         keep: Annotated[
             bool,
             typer.Option(
@@ -34,6 +41,14 @@ def register(app: typer.Typer) -> None:
         (shadow mode: decisions are recorded, nothing is changed), then summarize the decisions."""
         from billops.sim.demo import run_demo
 
-        summary = run_demo(customers=customers, days=days, seed=seed, data_dir=data_dir, port=port, keep=keep)
+        summary = run_demo(
+            customers=customers,
+            days=days,
+            seed=seed,
+            data_dir=data_dir,
+            port=port,
+            keep=keep,
+            train_model=train,
+        )
         if summary["errors"]:
             raise typer.Exit(1)

@@ -21,6 +21,7 @@ import threading
 import time
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -213,7 +214,9 @@ def summarize(decisions: list[dict[str, Any]]) -> dict[str, Any]:
     at_risk: dict[str, int] = defaultdict(int)
     projected: dict[str, int] = defaultdict(int)
     retries = 0
+    deciders: dict[str, int] = defaultdict(int)
     for d in decisions:
+        deciders[str((d.get("versions") or {}).get("scorer") or "?")] += 1
         route = routes.setdefault(str(d.get("route")), {"count": 0, "amount": {}, "retries": 0})
         amount, cur = int(d.get("amount") or 0), str(d.get("currency") or "usd")
         planned = len((d.get("plan") or {}).get("retries") or [])
@@ -225,6 +228,7 @@ def summarize(decisions: list[dict[str, Any]]) -> dict[str, Any]:
         projected[cur] += round(amount * int(d.get("score") or 0) / 100)
     return {
         "decisions": len(decisions),
+        "deciders": dict(sorted(deciders.items())),
         "routes": routes,
         "retries_planned": retries,
         "at_risk": dict(sorted(at_risk.items())),
@@ -267,6 +271,8 @@ def print_summary(console: Console, s: dict[str, Any]) -> None:
         str(s["retries_planned"]),
     )
     console.print(t)
+    deciders = ", ".join(f"{k} {v}" for k, v in s.get("deciders", {}).items()) or "—"
+    console.print(f"Decided by:          {deciders}")
     console.print(f"Amount at risk:      {_money(s['at_risk'])}")
     console.print(f"Projected recovery:  {_money(s['projected_recovery'])}  (amount × score / 100)")
     wf = s["workflows"]
@@ -281,11 +287,53 @@ def print_summary(console: Console, s: dict[str, Any]) -> None:
         f"billops --data-dir {d} decisions list",
         f"billops --data-dir {d} approvals list",
         f"billops --data-dir {d} audit verify",
+        f"billops --data-dir {d} recovery models",
         f"BILLOPS_DATA_DIR={d} billops serve   # API docs at http://127.0.0.1:8400/docs",
         f"billops demo --data-dir {d} --keep   # post the same events again: all duplicates",
     ):
         console.print(f"  {cmd}")
     console.print(f"\nDone in {s['elapsed_seconds']:.1f} s.")
+
+
+def train_demo_model(
+    data_dir: Path, *, seed: int, before: datetime, customers: int = 6000, console: Console
+) -> dict[str, Any]:
+    """Train the recovery model on a year of simulated payment history (sim/payers.py) that ends where
+    the demo's business begins, and register it in the demo's data directory: the server's recovery
+    workflows then decide with it (see `billops recovery models`)."""
+    import shutil
+
+    from billops.recovery.model import register, registry_dir
+    from billops.recovery.training import train
+    from billops.sim.payers import World
+
+    t0 = time.perf_counter()
+    with console.status("training the recovery model on a simulated year of payments…"):
+        world = World(seed=seed, customers=customers, start=before - timedelta(days=365), end=before)
+        history = world.history()
+        tmp = registry_dir(data_dir) / f".demo-training-{os.getpid()}"
+        try:
+            model, _ = train(
+                history, out=tmp, source=f"simulator seed {seed}, {customers} customers, 12 months"
+            )
+            register(model, data_dir)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    test = model.manifest["metrics"]["test"]
+    info = {
+        "version": model.version,
+        "attempts": len(history),
+        "examples": model.manifest["training"]["examples"],
+        "auc": test.get("auc"),
+        "brier": test.get("brier"),
+        "seconds": time.perf_counter() - t0,
+    }
+    console.print(
+        f"recovery model {info['version']}: {info['attempts']:,} simulated attempts, "
+        f"{info['examples']:,} retries learned from, test AUC {info['auc']:.3f}, Brier {info['brier']:.3f} "
+        f"({info['seconds']:.1f} s)"
+    )
+    return info
 
 
 def run_demo(
@@ -296,6 +344,7 @@ def run_demo(
     port: int | None = None,
     keep: bool = False,
     *,
+    train_model: bool = True,
     workers: int = 4,
     console: Console | None = None,
 ) -> dict[str, Any]:
@@ -304,6 +353,16 @@ def run_demo(
     console = console or Console()
     data_dir = Path(data_dir).resolve()
     prepare_data_dir(data_dir, keep=keep)
+    model_info = None
+    if not keep:
+        import shutil
+
+        from billops.recovery.model import registry_dir
+
+        shutil.rmtree(registry_dir(data_dir), ignore_errors=True)
+    if train_model:
+        begin = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(days=days)
+        model_info = train_demo_model(data_dir, seed=seed, before=begin, console=console)
     business = generate_business(customers=customers, days=days, seed=seed)
     bodies = [encode(e) for e in build_events(business)]
     failed = business.failed_renewals()
@@ -353,6 +412,7 @@ def run_demo(
             "recovered_in_window": sum(1 for i in failed if i.paid),
         },
         webhooks=webhooks,
+        model=model_info,
         events=webhooks["posted"],
         accepted=webhooks["accepted"],
         duplicates=webhooks["duplicates"],
