@@ -73,8 +73,12 @@ def test_demo_against_the_real_server(tmp_path: Path) -> None:
     console = Console(file=out, width=120)
     data_dir = tmp_path / "demo"
     # 90 days so that a few dozen renewals (and, at ~10%, several failures) are certain.
-    s = run_demo(customers=25, days=90, seed=7, data_dir=data_dir, console=console)
+    s = run_demo(customers=25, days=90, seed=7, data_dir=data_dir, console=console, train_customers=2000)
     text = out.getvalue()
+    # The model trained on the simulated year decided every recovery (no rules-v1 fallback).
+    assert s["model"]["version"].startswith("recovery-lgbm-") and s["model"]["examples"] >= 200
+    assert s["deciders"] == {s["model"]["version"]: s["decisions"]}
+    assert "recovery model recovery-lgbm-" in text and "Decided by" in text
     assert s["errors"] == 0, s["webhooks"]["error_samples"]
     assert s["accepted"] == s["events"] > 0 and s["duplicates"] == 0
     assert s["business"]["failed_renewals"] > 0
@@ -87,7 +91,9 @@ def test_demo_against_the_real_server(tmp_path: Path) -> None:
     assert s["elapsed_seconds"] < 120
 
     # --keep: the same events again are recognized as duplicates, nothing is decided twice
-    again = run_demo(customers=25, days=90, seed=7, data_dir=data_dir, keep=True, console=console)
+    again = run_demo(
+        customers=25, days=90, seed=7, data_dir=data_dir, keep=True, console=console, train_customers=2000
+    )
     assert again["errors"] == 0
     assert again["duplicates"] >= 0.9 * again["events"]
     assert again["decisions"] >= s["decisions"]

@@ -241,19 +241,27 @@ def resolve_model(policy: Any) -> RecoveryModel | None:
         return latest_model(data_dir)
     for candidate in (registry_dir(data_dir) / choice, Path(choice)):
         if (candidate / "manifest.json").exists():
-            return _load_cached(str(candidate.resolve()))
+            path = candidate.resolve()
+            return _load_cached(str(path), (path / "manifest.json").stat().st_mtime)
     raise ConfigError(f"policy recovery.model {choice!r}: no such model version in the registry or directory")
 
 
 @lru_cache(maxsize=8)
-def _load_cached(path: str) -> RecoveryModel:
+def _load_cached(path: str, mtime: float) -> RecoveryModel:
     return load_model(Path(path))
 
 
 def decide_with_fallback(ctx: RecoveryContext, *, policy: Any, rules: Any, now: datetime) -> DecisionPlan:
     """The learned model decides when one is configured; rules-v1 otherwise, or when the model fails on
     this input (recorded in the decision's context notes, so the fallback is never silent)."""
-    model = resolve_model(policy)
+    try:
+        model = resolve_model(policy)
+    except ConfigError as exc:  # the policy names a model that cannot be used: rules-v1, loudly
+        DBOS.logger.error("recovery model cannot be used (%s): rules-v1 decides", exc.message)
+        note = f"the policy's recovery model cannot be used ({exc.message}); rules-v1 decided instead"
+        return decide(
+            replace(ctx, notes=[*ctx.notes, note]), policy=policy, scorer=RulesScorer(), rules=rules, now=now
+        )
     if model is not None:
         try:
             return decide(ctx, policy=policy, scorer=RulesScorer(), rules=rules, now=now, model=model)

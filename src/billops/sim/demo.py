@@ -345,6 +345,7 @@ def run_demo(
     keep: bool = False,
     *,
     train_model: bool = True,
+    train_customers: int = 6000,
     workers: int = 4,
     console: Console | None = None,
 ) -> dict[str, Any]:
@@ -362,7 +363,9 @@ def run_demo(
         shutil.rmtree(registry_dir(data_dir), ignore_errors=True)
     if train_model:
         begin = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(days=days)
-        model_info = train_demo_model(data_dir, seed=seed, before=begin, console=console)
+        model_info = train_demo_model(
+            data_dir, seed=seed, before=begin, customers=train_customers, console=console
+        )
     business = generate_business(customers=customers, days=days, seed=seed)
     bodies = [encode(e) for e in build_events(business)]
     failed = business.failed_renewals()
