@@ -11,6 +11,7 @@ billops recovery simulate --customers N --months M --seed S --out DIR
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -19,6 +20,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 recovery_app = typer.Typer(
@@ -26,6 +28,22 @@ recovery_app = typer.Typer(
 )
 console = Console()
 err = Console(stderr=True)
+
+
+def _clear_errors(fn: Callable[..., None]) -> Callable[..., None]:
+    """Bad input or config: print the message (file, line, column where it applies) and exit 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        from billops.errors import BillopsError
+
+        try:
+            fn(*args, **kwargs)
+        except BillopsError as exc:
+            err.print(f"[red]error:[/red] {escape(exc.message)}", highlight=False)
+            raise typer.Exit(2) from None
+
+    return wrapper
 
 
 def _iso(t: datetime) -> str:
@@ -90,6 +108,7 @@ def plan_rows(
 
 
 @recovery_app.command("train")
+@_clear_errors
 def train_cmd(
     attempts: Annotated[
         Path | None, typer.Option(help="ATTEMPTS.csv (docs/history.md). Omit with --from-mirror.")
@@ -163,6 +182,7 @@ def _fmt(v: Any) -> str:
 
 
 @recovery_app.command("plan")
+@_clear_errors
 def plan_cmd(
     model: Annotated[Path, typer.Option(help="Model directory (from `billops recovery train`).")],
     history: Annotated[Path, typer.Option(help="ATTEMPTS.csv with the attempts before the failures.")],
@@ -202,13 +222,36 @@ def plan_cmd(
 
 
 @recovery_app.command("models")
-def models_cmd() -> None:
+@_clear_errors
+def models_cmd(
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per model (for scripts).")] = False,
+) -> None:
     """The registered recovery models, newest first (the newest valid one decides)."""
+    import json
+
     from billops.cli import settings
     from billops.recovery.model import list_models, registry_dir
 
     s = settings()
     found = list_models(s.data_dir)
+    if as_json:
+        for n, e in enumerate(found):
+            m = e["manifest"]
+            print(
+                json.dumps(
+                    {
+                        "version": m.get("version"),
+                        "active": n == 0 and not e["error"],
+                        "path": str(e["path"]),
+                        "created_at": m.get("created_at"),
+                        "training": m.get("training"),
+                        "metrics": m.get("metrics"),
+                        "library_versions": m.get("library_versions"),
+                        "error": e["error"],
+                    }
+                )
+            )
+        return
     if not found:
         console.print(f"no recovery model registered under {registry_dir(s.data_dir)}: rules-v1 decides")
         return
@@ -239,6 +282,7 @@ def models_cmd() -> None:
 
 
 @recovery_app.command("evaluate")
+@_clear_errors
 def evaluate_cmd(
     model: Annotated[Path, typer.Option(help="Model directory.")],
     out: Annotated[Path, typer.Option(help="Report directory (report.md, report.json, calibration.png).")],
