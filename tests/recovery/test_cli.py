@@ -180,3 +180,32 @@ def test_bad_input_names_the_line_and_writes_nothing(tmp_path: Path) -> None:
     assert code == 0, "without --out the model goes straight into the registry"
     code, out = run(*data, "recovery", "train")
     assert code == 2 and "--attempts" in out
+
+
+def test_train_from_the_mirror_after_a_history_import(tmp_path: Path) -> None:
+    """The mirror's attempts (imports, webhooks, BillOps' own retries) are training data too."""
+    data = ["--data-dir", str(tmp_path / "data")]
+    sim = tmp_path / "sim"
+    assert (
+        run(
+            *data,
+            "recovery",
+            "simulate",
+            "--customers",
+            "1200",
+            "--seed",
+            "4",
+            "--end",
+            "2026-11-01",
+            "--out",
+            str(sim),
+        )[0]
+        == 0
+    )
+    code, out = run(*data, "history", "import", str(sim / "attempts.csv"))
+    assert code == 0, out
+    code, out = run(*data, "recovery", "train", "--from-mirror")
+    assert code == 0, out
+    code, out = run(*data, "recovery", "models", "--json")
+    [m] = [json.loads(x) for x in out.splitlines()]
+    assert m["active"] and m["training"]["attempts"] == len(read_attempts(sim / "attempts.csv"))
