@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from billops.domain import (
@@ -104,8 +105,19 @@ class Mirror:
                 source=source,
                 **_columns(obj),
             )
-            self.s.add(row)
-            return True
+            if self.s.get_bind().dialect.name != "postgresql":
+                self.s.add(row)  # SQLite: writers are serialized (BEGIN IMMEDIATE), no race here
+                return True
+            # PostgreSQL: another transaction (a webhook and a retry step, say) may insert the same
+            # object at the same moment. Insert under a savepoint; if it lost, update the winner's row.
+            try:
+                with self.s.begin_nested():
+                    self.s.add(row)
+                return True
+            except IntegrityError:
+                row = self.s.get(model, (obj.platform, obj.id), populate_existing=True)
+                if row is None:
+                    raise
         if source_time < row.source_updated_at:
             return False
         merged = _merge_missing(data, row.data)
