@@ -17,7 +17,7 @@ from billops.sim.payers import World
 
 END = datetime(2026, 11, 1, tzinfo=UTC)
 SPLIT = END - timedelta(days=30)
-SEED, CUSTOMERS, MONTHS = 11, 6000, 12
+SEED, CUSTOMERS, MONTHS = 11, 15000, 12
 
 
 @dataclass

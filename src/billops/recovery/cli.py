@@ -47,7 +47,7 @@ def _clear_errors(fn: Callable[..., None]) -> Callable[..., None]:
 
 
 def _iso(t: datetime) -> str:
-    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return t.astimezone(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 def plan_rows(
@@ -60,15 +60,20 @@ def plan_rows(
     rules: Any,
     now: datetime | None = None,
     chunk: int = 4000,
-    resolution_hours: int = 1,
+    scan_hours: int = 3,
     on_chunk: Callable[[int], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Plans as PLANS.jsonl objects for a failures frame, in chunks (bounded memory)."""
     from billops.recovery.model import CustomerHistory
-    from billops.recovery.timing import plan_timing, route_for
+    from billops.recovery.timing import CardIndex, plan_timing, route_for
 
     hist = CustomerHistory.build(history)
-    card_hist = history[["customer_id", "card_brand", "card_exp_month", "card_exp_year", "attempted_at"]]
+    card_hist = CardIndex.build(history)
+    # The customers' history as of each first failure, for all failures at once (one merge).
+    failures = failures.reset_index(drop=True)
+    first = failures["first_failed_at"] if "first_failed_at" in failures else failures["failed_at"]
+    agg = hist.as_of(failures["customer_id"], first)
+    failures = failures.assign(**{c: agg[c].to_numpy() for c in agg.columns})
     out: list[dict[str, Any]] = []
     for lo in range(0, len(failures), chunk):
         part = failures.iloc[lo : lo + chunk].reset_index(drop=True)
@@ -81,7 +86,7 @@ def plan_rows(
             rules=rules,
             now=now,
             min_retry_probability=policy.recovery.min_retry_probability,
-            resolution_hours=resolution_hours,
+            scan_hours=scan_hours,
         )
         amounts = part["amount"].to_numpy()
         so_far = part["attempts_so_far"].to_numpy() if "attempts_so_far" in part else [1] * len(part)
@@ -189,9 +194,14 @@ def plan_cmd(
     failures: Annotated[Path, typer.Option(help="FAILURES.jsonl: one failed invoice per line.")],
     out: Annotated[Path, typer.Option(help="PLANS.jsonl to write (atomically).")],
     max_retries: Annotated[int, typer.Option(min=0, max=15, help="Retries per invoice at most.")] = 8,
-    resolution_hours: Annotated[
-        int, typer.Option(min=1, max=24, help="Candidate retry times every N hours (1: hourly).")
-    ] = 1,
+    scan_hours: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=24,
+            help="Scan candidate times every N hours, then hourly around the best (1: all hours).",
+        ),
+    ] = 3,
 ) -> None:
     """Plan retry times, score and route for each failure. Retries obey the network rules file."""
     from billops.cli import settings
@@ -208,7 +218,7 @@ def plan_cmd(
     fails = read_failures(failures)
     t0 = time.perf_counter()
     rows = plan_rows(
-        m, fails, hist, max_retries=max_retries, policy=policy, rules=rules, resolution_hours=resolution_hours
+        m, fails, hist, max_retries=max_retries, policy=policy, rules=rules, scan_hours=scan_hours
     )
     dt = time.perf_counter() - t0
     n = write_jsonl(out, rows)

@@ -226,6 +226,13 @@ class CustomerHistory:
         )
         for d in range(7):
             retry_wins[f"wd{d}"] = c[f"wd{d}"].to_numpy()
+        # Sorted by time and keyed by object-dtype ids once, so that every `as_of` merges directly.
+        totals = totals.assign(customer_id=totals["customer_id"].astype(object)).sort_values(
+            "t", kind="stable"
+        )
+        retry_wins = retry_wins.assign(customer_id=retry_wins["customer_id"].astype(object)).sort_values(
+            "t", kind="stable"
+        )
         return cls(totals=totals.reset_index(drop=True), retry_wins=retry_wins.reset_index(drop=True))
 
     def as_of(self, customer_ids: pd.Series, times: pd.Series) -> pd.DataFrame:
@@ -237,18 +244,16 @@ class CustomerHistory:
         q = q.sort_values("t", kind="stable")
         # One key type on all sides (pandas may infer its string dtype on one side and object on another).
         q["customer_id"] = q["customer_id"].astype(object)
-        totals = self.totals.assign(customer_id=self.totals["customer_id"].astype(object))
-        wins = self.retry_wins.assign(customer_id=self.retry_wins["customer_id"].astype(object))
         out = pd.merge_asof(
             q,
-            totals.sort_values("t", kind="stable"),
+            self.totals,
             on="t",
             by="customer_id",
             allow_exact_matches=False,
         )
         out = pd.merge_asof(
             out,
-            wins.sort_values("t", kind="stable"),
+            self.retry_wins,
             on="t",
             by="customer_id",
             allow_exact_matches=False,

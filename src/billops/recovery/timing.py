@@ -6,9 +6,9 @@ For each failure, on a candidate grid from the earliest allowed time to the dead
 1. earliest = the last failed attempt + BillOps' minimum spacing, pushed later by a network wait
    (Mastercard MAC 24–30) and never before `now`; hard declines, MAC 03/21, Visa category 1 and
    card data that needs replacing get no blind retry at all (the route asks for new card data instead);
-2. the model's calibrated P(success) for the first retry at every hour up to the deadline; the hours
-   are grouped into at most `coarse_points` blocks, each represented by its best hour, where the
-   later retries (other attempt numbers) are evaluated too;
+2. the model's calibrated P(success) for the first retry every `scan_hours` hours up to the
+   deadline, grouped into at most `coarse_points` blocks; each block's best scanned time is refined
+   hourly (inside the block), and the later retries (other attempt numbers) are evaluated there too;
 3. a dynamic programme over (retry k, block) maximizing P(at least one retry succeeds) =
    1 − Π(1 − p_k), each retry at least the minimum spacing after the one before, a retry only when its
    own probability reaches `min_retry_probability` (a retry that is all but sure to fail costs a
@@ -71,14 +71,14 @@ def plan_timing(
     model: RecoveryModel,
     failures: pd.DataFrame,
     history: CustomerHistory,
-    card_history: pd.DataFrame,
+    card_history: pd.DataFrame | CardIndex | None,
     *,
     max_retries: int,
     rules: NetworkRules,
     now: datetime | None = None,
     min_retry_probability: float = 0.02,
-    coarse_points: int = 48,
-    resolution_hours: int = 1,
+    coarse_points: int = 32,
+    scan_hours: int = 3,
     explain: bool = True,
 ) -> list[TimingPlan]:
     """Plan every failure in the frame (FAILURES columns; optional `first_failed_at`, `attempts_so_far`
@@ -99,9 +99,10 @@ def plan_timing(
     f["network_advice_code"] = f["network_advice_code"].fillna("")
     cats = categories(f["decline_code"], f["network_advice_code"], f["card_brand"].fillna(""))
     f["decline_category"] = cats["decline_category"].to_numpy()
-    agg = history.as_of(f["customer_id"], f["first_failed_at"])
-    for col in agg.columns:
-        f[col] = agg[col].to_numpy()
+    if "past_successes" not in f:  # the caller may have computed the history aggregates already
+        agg = history.as_of(f["customer_id"], f["first_failed_at"])
+        for col in agg.columns:
+            f[col] = agg[col].to_numpy()
 
     spacing_h = float(rules.min_spacing_hours)
     inv_ids = f["invoice_id"].astype(str).to_numpy()
@@ -157,9 +158,10 @@ def plan_timing(
             spacing_h,
             min_retry_probability,
             coarse_points,
-            resolution_hours,
+            scan_hours,
         )
-        _apply_caps(model, f, np.asarray(live), plans, card_history, rules)
+        cards = card_history if isinstance(card_history, CardIndex) else CardIndex.build(card_history)
+        _apply_caps(model, f, np.asarray(live), plans, cards, rules)
     if explain:
         _explain(model, st, f, plans)
     return [p for p in plans if p is not None]
@@ -177,40 +179,72 @@ def _plan_live(
     spacing_h: float,
     min_p: float,
     coarse_points: int,
-    resolution: int,
+    scan_hours: int,
 ) -> None:
     m = len(live)
     k_max = max_retries
     st_live = starts[live]
-    # Candidates every `resolution` hours (hourly by default), in units of that resolution below.
-    hours = ((ends[live] - st_live) / HOUR).astype(np.int64) // resolution + 1
-    step = np.maximum(1, np.ceil(hours / coarse_points)).astype(np.int64)  # candidates per block
-    t_len = np.ceil(hours / step).astype(np.int64)  # blocks per failure
+    scan = max(1, int(scan_hours))
+    span = ((ends[live] - st_live) / HOUR).astype(np.int64)  # last candidate hour (0 = the start)
+    n_scan = span // scan + 1  # scanned hours: 0, scan, 2·scan, …
+    step = np.maximum(1, np.ceil(n_scan / coarse_points)).astype(np.int64)  # scanned hours per block
+    t_len = np.ceil(n_scan / step).astype(np.int64)  # blocks per failure
     t_max = int(t_len.max())
-    # Two picks must be `spacing` apart wherever they fall inside their blocks.
-    spacing_u = spacing_h / resolution
-    gap = np.where(step > 1, 1 + np.ceil((spacing_u - 1) / step), np.ceil(max(spacing_u, 1.0)))
+    block_h = step * scan  # hours per block
+    # A block's pick stays inside the block, so two picks `gap` blocks apart are at least
+    # (gap − 1)·block_h + 1 hours apart: enough for the minimum spacing.
+    gap = np.where(block_h > 1, 1 + np.ceil((spacing_h - 1) / block_h), np.ceil(max(spacing_h, 1.0)))
     gap = gap.astype(np.int64)
     a0 = f["attempts_so_far"].to_numpy(dtype=np.int64)[live]
     attempt = a0[:, None] + 1 + np.arange(k_max)[None, :]
     cls = model.attempt_number_classes(attempt.ravel().astype(np.float64)).reshape(m, k_max)
 
-    # 1. Every hour for the first retry's case; each block keeps its best hour.
-    ri = np.repeat(np.arange(m), hours)
-    rh = np.arange(int(hours.sum())) - np.repeat(np.cumsum(hours) - hours, hours)
-    unit = resolution * HOUR
-    p_hour = model.predict(assemble(st, live[ri], st_live[ri] + rh * unit, cls[ri, 0]))
+    # 1. Scan every `scan` hours for the first retry's case; each block keeps its best hour.
+    ri = np.repeat(np.arange(m), n_scan)
+    rs = np.arange(int(n_scan.sum())) - np.repeat(np.cumsum(n_scan) - n_scan, n_scan)
+    p_scan = model.predict(assemble(st, live[ri], st_live[ri] + rs * scan * HOUR, cls[ri, 0]))
     padded = np.full((m, t_max * int(step.max())), -1.0)
-    padded[ri, rh] = p_hour
+    padded[ri, rs] = p_scan
     best_h = np.zeros((m, t_max), dtype=np.int64)
     best_p = np.full((m, t_max), -1.0)
     for s_val in np.unique(step):
         rows = np.nonzero(step == s_val)[0]
         blocks = padded[rows, : t_max * s_val].reshape(len(rows), t_max, s_val)
         arg = blocks.argmax(axis=2)
-        best_h[rows] = arg + np.arange(t_max)[None, :] * s_val
+        best_h[rows] = (arg + np.arange(t_max)[None, :] * s_val) * scan
         best_p[rows] = np.take_along_axis(blocks, arg[:, :, None], axis=2)[:, :, 0]
     valid = (np.arange(t_max)[None, :] < t_len[:, None]) & (best_p >= 0)
+    # Only the best 2 × max_retries blocks (by the first retry's chances) stay candidates: the later
+    # retries' probabilities move with the first one's across time, so the plan's times are among them.
+    keep_n = min(t_max, 2 * k_max)
+    if t_max > keep_n:
+        ranked = np.argsort(-np.where(valid, best_p, -2.0), axis=1, kind="stable")[:, :keep_n]
+        cand = np.zeros_like(valid)
+        np.put_along_axis(cand, ranked, True, axis=1)
+        valid &= cand
+
+    # 1b. The hours between the best scanned hour and its neighbours (every hour is within scan // 2
+    # of a scanned one), inside the block and the window.
+    if scan > 1:
+        vi, vj = np.nonzero(valid)
+        offsets = np.array([d for d in range(-(scan // 2), scan // 2 + 1) if d], dtype=np.int64)
+        ci = np.repeat(vi, len(offsets))
+        cj = np.repeat(vj, len(offsets))
+        ch = best_h[ci, cj] + np.tile(offsets, len(vi))
+        lo = cj * block_h[ci]
+        keep = (ch >= lo) & (ch < lo + block_h[ci]) & (ch <= span[ci])
+        ci, cj, ch = ci[keep], cj[keep], ch[keep]
+        if len(ci):
+            cp = model.predict(assemble(st, live[ci], st_live[ci] + ch * HOUR, cls[ci, 0]))
+            better = cp > best_p[ci, cj]
+            # Several hours may beat the scanned one: keep the best (earliest on ties).
+            order = np.lexsort((ch, -cp, cj, ci))
+            ci, cj, ch, cp, better = ci[order], cj[order], ch[order], cp[order], better[order]
+            first = np.ones(len(ci), dtype=bool)
+            first[1:] = (ci[1:] != ci[:-1]) | (cj[1:] != cj[:-1])
+            win = first & better
+            best_h[ci[win], cj[win]] = ch[win]
+            best_p[ci[win], cj[win]] = cp[win]
 
     # 2. The other retries' cases at those hours.
     prob = np.repeat(best_p[:, None, :], k_max, axis=1)
@@ -221,19 +255,24 @@ def _plan_live(
     if len(pairs):
         uniq = pairs.drop_duplicates(["i", "c"])
         ui, uc = uniq["i"].to_numpy(), uniq["c"].to_numpy()
-        reps = t_len[ui]
+        vi, vj = np.nonzero(valid)  # candidate blocks, grouped by failure
+        per = np.bincount(vi, minlength=m)
+        starts_of = np.cumsum(per) - per
+        reps = per[ui]
         qi, qc = np.repeat(ui, reps), np.repeat(uc, reps)
-        qj = np.arange(int(reps.sum())) - np.repeat(np.cumsum(reps) - reps, reps)
-        qp = model.predict(assemble(st, live[qi], st_live[qi] + best_h[qi, qj] * unit, qc))
+        qj = vj[
+            np.repeat(starts_of[ui], reps)
+            + np.arange(int(reps.sum()))
+            - np.repeat(np.cumsum(reps) - reps, reps)
+        ]
+        qp = model.predict(assemble(st, live[qi], st_live[qi] + best_h[qi, qj] * HOUR, qc))
         table = pd.DataFrame({"i": qi, "c": qc, "j": qj, "p": qp})
         want = pairs.merge(table, on=["i", "c"])
         prob[want["i"].to_numpy(), want["k"].to_numpy(), want["j"].to_numpy()] = want["p"].to_numpy()
 
     # 3. Dynamic programme over (retry, block), backwards; a small preference for earlier recoveries.
     hours_in = (st_live - f["failed_at"].dt.tz_localize(None).to_numpy().astype("datetime64[s]")[live]) / HOUR
-    discount = np.clip(
-        1.0 - TIME_DISCOUNT_PER_DAY * (hours_in[:, None] + best_h * resolution) / 24.0, 0.5, 1.0
-    )
+    discount = np.clip(1.0 - TIME_DISCOUNT_PER_DAY * (hours_in[:, None] + best_h) / 24.0, 0.5, 1.0)
     take = np.full((m, k_max, t_max), -1.0)
     v_next = np.zeros((m, t_max))
     jj = np.arange(t_max)[None, :] + gap[:, None]
@@ -250,22 +289,27 @@ def _plan_live(
     alive = np.ones(m, dtype=bool)
     cols = np.arange(t_max)[None, :]
     rows_m = np.arange(m)
-    picks_t: list[list[datetime]] = [[] for _ in range(m)]
-    picks_p: list[list[float]] = [[] for _ in range(m)]
+    pick_i, pick_t, pick_p = [], [], []
     for k in range(k_max):
         masked = np.where(cols >= j[:, None], take[:, k, :], -1.0)
         best = masked.argmax(axis=1)
         alive &= masked[rows_m, best] > 0
-        for i in np.nonzero(alive)[0].tolist():
-            b = int(best[i])
-            t = st_live[i] + best_h[i, b] * unit
-            picks_t[i].append(pd.Timestamp(t).tz_localize("UTC").to_pydatetime())
-            picks_p[i].append(float(prob[i, k, b]))
+        idx = np.nonzero(alive)[0]
+        pick_i.append(idx)
+        pick_t.append(st_live[idx] + best_h[idx, best[idx]] * HOUR)
+        pick_p.append(prob[idx, k, best[idx]])
         j = np.where(alive, best + gap, j)
+    all_i = np.concatenate(pick_i)
+    order = np.argsort(all_i, kind="stable")  # per failure, in retry order
+    all_i = all_i[order]
+    all_t = pd.DatetimeIndex(np.concatenate(pick_t)[order]).tz_localize("UTC").to_pydatetime()
+    all_p = np.concatenate(pick_p)[order].tolist()
+    bounds = np.searchsorted(all_i, np.arange(m + 1))
     for i in range(m):
         plan = plans[live[i]]
         assert plan is not None
-        plan.retries, plan.probabilities = picks_t[i], picks_p[i]
+        lo, hi = bounds[i], bounds[i + 1]
+        plan.retries, plan.probabilities = list(all_t[lo:hi]), all_p[lo:hi]
         plan.recovery_probability = model.plan_probability(plan.probabilities)
         if not plan.retries:
             plan.blocked = (
@@ -277,12 +321,55 @@ _CARD_KEY = ["customer_id", "card_brand", "card_exp_month", "card_exp_year"]
 _SAFE_ATTEMPTS = 10  # no cap in the rules file is tighter than 10 attempts (Mastercard, 24 h)
 
 
+def _key_column(frame: pd.DataFrame, c: str) -> np.ndarray:
+    v = frame[c]
+    if c.startswith("card_exp"):
+        return np.asarray(pd.to_numeric(v, errors="coerce").fillna(-1).astype(np.int64).to_numpy())
+    return np.asarray(v.fillna("").astype(str).to_numpy(), dtype=object)
+
+
+@dataclass
+class CardIndex:
+    """Earlier attempts per card (customer, brand, expiry), sorted, for the per-card network caps.
+    Built once per history; each failure then costs two binary searches."""
+
+    columns: list[pd.Index]  # the values seen, per key column
+    cards: pd.Index  # combined column codes → dense card code (its position)
+    composite: np.ndarray  # dense card code << 40 | epoch seconds, sorted
+
+    @classmethod
+    def build(cls, attempts: pd.DataFrame | None) -> CardIndex:
+        if attempts is None or not len(attempts):
+            return cls([pd.Index([]) for _ in _CARD_KEY], pd.Index([], dtype=np.int64), np.zeros(0, np.int64))
+        columns, combined = [], np.zeros(len(attempts), dtype=np.int64)
+        for c in _CARD_KEY:
+            codes, uniq = pd.factorize(_key_column(attempts, c))
+            columns.append(pd.Index(uniq))
+            combined = combined * (len(uniq) + 1) + codes
+        dense, cards = pd.factorize(combined)
+        sec = pd.to_datetime(attempts["attempted_at"], utc=True).dt.tz_localize(None).to_numpy()
+        sec = sec.astype("datetime64[s]").astype(np.int64)
+        return cls(columns, pd.Index(cards), np.sort(dense.astype(np.int64) * (1 << 40) + sec))
+
+    def codes(self, frame: pd.DataFrame) -> np.ndarray:
+        """The dense card code of each row (−1: a card with no earlier attempt)."""
+        combined = np.zeros(len(frame), dtype=np.int64)
+        missing = np.zeros(len(frame), dtype=bool)
+        for c, uniq in zip(_CARD_KEY, self.columns, strict=True):
+            idx = uniq.get_indexer(_key_column(frame, c))
+            missing |= idx < 0
+            combined = combined * (len(uniq) + 1) + np.maximum(idx, 0)
+        out = self.cards.get_indexer(combined).astype(np.int64)
+        out[missing] = -1
+        return out
+
+
 def _apply_caps(
     model: RecoveryModel,
     f: pd.DataFrame,
     live: np.ndarray,
     plans: list[TimingPlan | None],
-    card_history: pd.DataFrame | None,
+    cards: CardIndex,
     rules: NetworkRules,
 ) -> None:
     """Drop retries that would break a per-card cap, counting the card's attempts in the 30 days before
@@ -290,20 +377,13 @@ def _apply_caps(
     todo = [int(i) for i in live if plans[i] is not None and plans[i].retries]
     if not todo:
         return
-    fk = f.loc[todo, _CARD_KEY].astype(str)
-    if card_history is not None and len(card_history):
-        hk = card_history[_CARD_KEY].astype(str)
-        h_t = pd.to_datetime(card_history["attempted_at"], utc=True).dt.tz_localize(None).to_numpy()
-    else:
-        hk = fk.iloc[:0]
-        h_t = np.zeros(0, dtype="datetime64[ns]")
-    ids = pd.concat([fk, hk], ignore_index=True).groupby(_CARD_KEY, sort=False).ngroup().to_numpy()
-    f_ids, h_ids = ids[: len(todo)].astype(np.int64), ids[len(todo) :].astype(np.int64)
-    h_sec = h_t.astype("datetime64[s]").astype(np.int64)
-    composite = np.sort(h_ids * (1 << 40) + h_sec)
+    f_ids = cards.codes(f.loc[todo])
     fa = f.loc[todo, "failed_at"].dt.tz_localize(None).to_numpy().astype("datetime64[s]").astype(np.int64)
-    lo = np.searchsorted(composite, f_ids * (1 << 40) + fa - 30 * 86400, side="left")
-    hi = np.searchsorted(composite, f_ids * (1 << 40) + fa, side="right")
+    known_card = f_ids >= 0
+    lo = np.where(
+        known_card, np.searchsorted(cards.composite, f_ids * (1 << 40) + fa - 30 * 86400, "left"), 0
+    )
+    hi = np.where(known_card, np.searchsorted(cards.composite, f_ids * (1 << 40) + fa, "right"), 0)
     brands = f["card_brand"].astype(str).to_numpy()
     for n, i in enumerate(todo):
         plan = plans[i]
@@ -313,7 +393,7 @@ def _apply_caps(
         failed_at = pd.Timestamp(int(fa[n]), unit="s", tz="UTC").to_pydatetime()
         known = [
             pd.Timestamp(int(v) - f_ids[n] * (1 << 40), unit="s", tz="UTC").to_pydatetime()
-            for v in composite[lo[n] : hi[n]]
+            for v in cards.composite[lo[n] : hi[n]]
         ]
         if failed_at not in known:
             known.append(failed_at)
