@@ -11,6 +11,7 @@ billops recovery simulate --customers N --months M --seed S --out DIR
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 from collections.abc import Callable
@@ -59,7 +60,8 @@ def plan_rows(
     policy: Any,
     rules: Any,
     now: datetime | None = None,
-    chunk: int = 4000,
+    chunk: int = 2000,
+    workers: int = 2,
     scan_hours: int = 3,
     on_chunk: Callable[[int], None] | None = None,
 ) -> list[dict[str, Any]]:
@@ -75,10 +77,11 @@ def plan_rows(
     agg = hist.as_of(failures["customer_id"], first)
     failures = failures.assign(**{c: agg[c].to_numpy() for c in agg.columns})
     out: list[dict[str, Any]] = []
-    for lo in range(0, len(failures), chunk):
+
+    def one_chunk(lo: int) -> list[dict[str, Any]]:
         part = failures.iloc[lo : lo + chunk].reset_index(drop=True)
         plans = plan_timing(
-            model,
+            chunk_model,
             part,
             hist,
             card_hist,
@@ -90,16 +93,17 @@ def plan_rows(
         )
         amounts = part["amount"].to_numpy()
         so_far = part["attempts_so_far"].to_numpy() if "attempts_so_far" in part else [1] * len(part)
+        rows = []
         for i, p in enumerate(plans):
             route, why = route_for(
                 p, amount=int(amounts[i]), attempts_so_far=int(so_far[i]), policy=policy.recovery
             )
-            out.append(
+            rows.append(
                 {
                     "invoice_id": p.invoice_id,
                     "recovery_score": p.score,
                     "route": route,
-                    "retries": [_iso(t) for t in p.retries],
+                    "retries": [t.isoformat().replace("+00:00", "Z") for t in p.retries],
                     "reasons": [why, *(r for r in p.reasons if r != why)],
                     "recovery_probability": round(p.recovery_probability, 4),
                     "retry_probabilities": [round(q, 4) for q in p.probabilities],
@@ -109,6 +113,22 @@ def plan_rows(
             )
         if on_chunk:
             on_chunk(len(part))
+        return rows
+
+    starts = list(range(0, len(failures), chunk))
+    if workers > 1 and len(starts) > 1:
+        # Two chunks at once, each predicting on one core: LightGBM releases the GIL and much of the
+        # feature building is numpy, so the second core is busy while the first does Python work.
+        from concurrent.futures import ThreadPoolExecutor
+
+        chunk_model = dataclasses.replace(model, threads=1)
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for rows in pool.map(one_chunk, starts):
+                out.extend(rows)
+    else:
+        chunk_model = model
+        for lo in starts:
+            out.extend(one_chunk(lo))
     return out
 
 

@@ -96,7 +96,7 @@ LABELS = {
 _WEEKDAYS = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
 PARAMS: dict[str, Any] = {
     "objective": "binary",
-    "learning_rate": 0.08,
+    "learning_rate": 0.15,  # 0.08 gave AUC +0.002 for 2.3× the trees (and the planning time)
     "num_leaves": 15,
     "min_data_in_leaf": 40,
     "feature_fraction": 0.9,
@@ -110,7 +110,7 @@ PARAMS: dict[str, Any] = {
     "deterministic": True,
     "force_row_wise": True,
 }
-MAX_ROUNDS = 300
+MAX_ROUNDS = 200
 
 
 # ---------------------------------------------------------------------------------------------- history
@@ -483,8 +483,10 @@ class RecoveryModel:
     def vocab(self) -> dict[str, list[str]]:
         return dict(self.manifest["vocab"])
 
+    threads: int = 0  # LightGBM threads per prediction (0: all cores); 1 when callers run in parallel
+
     def raw(self, x: np.ndarray) -> np.ndarray:
-        return np.asarray(self.booster.predict(x, num_threads=0), dtype=np.float64)
+        return np.asarray(self.booster.predict(x, num_threads=self.threads), dtype=np.float64)
 
     def calibrate(self, raw: np.ndarray) -> np.ndarray:
         return np.interp(raw, self.knots_x, self.knots_y)
@@ -504,7 +506,9 @@ class RecoveryModel:
 
     def contributions(self, x: np.ndarray) -> np.ndarray:
         """SHAP contributions (log-odds) per feature; the last column is the bias."""
-        return np.asarray(self.booster.predict(x, pred_contrib=True), dtype=np.float64)
+        return np.asarray(
+            self.booster.predict(x, pred_contrib=True, num_threads=self.threads), dtype=np.float64
+        )
 
     def attempt_number_classes(self, values: np.ndarray) -> np.ndarray:
         """Map attempt numbers onto the smallest equal-prediction representative (the model's own

@@ -214,9 +214,9 @@ def _plan_live(
         best_h[rows] = (arg + np.arange(t_max)[None, :] * s_val) * scan
         best_p[rows] = np.take_along_axis(blocks, arg[:, :, None], axis=2)[:, :, 0]
     valid = (np.arange(t_max)[None, :] < t_len[:, None]) & (best_p >= 0)
-    # Only the best 2 × max_retries blocks (by the first retry's chances) stay candidates: the later
+    # Only the best max_retries + 4 blocks (by the first retry's chances) stay candidates: the later
     # retries' probabilities move with the first one's across time, so the plan's times are among them.
-    keep_n = min(t_max, 2 * k_max)
+    keep_n = min(t_max, k_max + 4)
     if t_max > keep_n:
         ranked = np.argsort(-np.where(valid, best_p, -2.0), axis=1, kind="stable")[:, :keep_n]
         cand = np.zeros_like(valid)
