@@ -149,3 +149,19 @@ def test_status_and_decisions_api(service: Callable[..., Service]) -> None:
     items = svc.client.get("/api/decisions").json()
     assert items[0]["workflow_id"] == wf and items[0]["route"] == "no_retry"
     assert svc.client.get(f"/api/decisions/{wf}").json()["plan"]["retry_blocked"].startswith("never retried")
+
+
+def test_invoice_paid_while_a_recovery_is_still_deciding(service: Callable[..., Service]) -> None:
+    """A recovery that holds the invoice but has no follow-up workflow yet (still deciding, or shadow)
+    is not waiting for news: the paid event must not fail on it."""
+    from billops.store.models import ActiveRecovery
+
+    svc = service("shadow")
+    f = Failure()
+    with svc.rt.db.session() as s:
+        s.add(
+            ActiveRecovery(platform="stripe", invoice_id=f.invoice, workflow_id="stripe:evt_still_deciding")
+        )
+    paid = svc.post(f.invoice_paid())
+    wait_for(lambda: workflow_status(svc.rt, paid["workflow_id"]) in ("SUCCESS", "ERROR"), timeout=30)
+    assert workflow_status(svc.rt, paid["workflow_id"]) == "SUCCESS"

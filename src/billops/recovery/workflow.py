@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from dbos import DBOS, SetWorkflowID
+from dbos._error import DBOSNonExistentWorkflowError
 
 from billops.recovery import steps
 from billops.runtime import get_runtime
@@ -41,18 +42,26 @@ def process_event(inbox_id: int) -> dict[str, Any]:
     elif invoice and invoice.get("status") in steps.SETTLED:
         for wf in steps.find_recoveries_to_notify(platform, invoice["id"], None):
             if wf != DBOS.workflow_id:
-                DBOS.send(
-                    followup_id(wf), {"type": "settled", "status": invoice["status"]}, topic=INVOICE_TOPIC
-                )
+                _notify(wf, {"type": "settled", "status": invoice["status"]})
         result["notified"] = "settled"
     elif kind == "payment_method_updated" and not event["event_type"].endswith(".detached"):
         pm = event.get("payment_method") or {}
         for wf in steps.find_recoveries_to_notify(platform, None, pm.get("customer_id")):
-            DBOS.send(
-                followup_id(wf), {"type": "card_updated", "payment_method": pm.get("id")}, topic=INVOICE_TOPIC
-            )
+            _notify(wf, {"type": "card_updated", "payment_method": pm.get("id")})
         result["notified"] = "card_updated"
     return result
+
+
+def _notify(recovery_wf: str, message: dict[str, Any]) -> None:
+    """Tell a running recovery's waiting workflow about its invoice. A recovery that is still deciding,
+    or that never waits (shadow), has no follow-up workflow: nothing is waiting, so nothing to tell
+    (a retry never pays a settled invoice anyway: the client checks first)."""
+    try:
+        DBOS.send(followup_id(recovery_wf), message, topic=INVOICE_TOPIC)
+    except DBOSNonExistentWorkflowError:
+        DBOS.logger.info(
+            "recovery %s has no follow-up workflow: %s not delivered", recovery_wf, message["type"]
+        )
 
 
 def recover(event: dict[str, Any], trace_id: str) -> dict[str, Any]:
