@@ -137,7 +137,9 @@ def plan_timing(
             )
         elif ends[i] < starts[i] or max_retries < 1:
             why = (
-                "no retry allowed by --max-retries" if max_retries < 1 else "no time left before the deadline"
+                "no retry left in the budget (max retries)"
+                if max_retries < 1
+                else "no time left before the deadline"
             )
             plans[i] = TimingPlan(inv_ids[i], [], [], 0.0, cat, blocked=why, notes=notes)
         else:

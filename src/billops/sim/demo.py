@@ -215,7 +215,9 @@ def summarize(decisions: list[dict[str, Any]]) -> dict[str, Any]:
     projected: dict[str, int] = defaultdict(int)
     retries = 0
     deciders: dict[str, int] = defaultdict(int)
+    too_late = 0
     for d in decisions:
+        too_late += str((d.get("plan") or {}).get("retry_blocked") or "").startswith("no time left")
         deciders[str((d.get("versions") or {}).get("scorer") or "?")] += 1
         route = routes.setdefault(str(d.get("route")), {"count": 0, "amount": {}, "retries": 0})
         amount, cur = int(d.get("amount") or 0), str(d.get("currency") or "usd")
@@ -229,6 +231,7 @@ def summarize(decisions: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "decisions": len(decisions),
         "deciders": dict(sorted(deciders.items())),
+        "too_late": too_late,
         "routes": routes,
         "retries_planned": retries,
         "at_risk": dict(sorted(at_risk.items())),
@@ -273,6 +276,11 @@ def print_summary(console: Console, s: dict[str, Any]) -> None:
     console.print(t)
     deciders = ", ".join(f"{k} {v}" for k, v in s.get("deciders", {}).items()) or "—"
     console.print(f"Decided by:          {deciders}")
+    if s.get("too_late"):
+        console.print(
+            f"Too late to retry:   {s['too_late']} failure(s) were older than the recovery window when the "
+            "demo replayed them (it posts a month of history at once): no time left, a human reviews them"
+        )
     console.print(f"Amount at risk:      {_money(s['at_risk'])}")
     console.print(f"Projected recovery:  {_money(s['projected_recovery'])}  (amount × score / 100)")
     wf = s["workflows"]
