@@ -113,6 +113,17 @@ def test_simulate_train_models_plan_evaluate(tmp_path: Path) -> None:
     }
     assert "Revenue backtest" in (report / "report.md").read_text()
 
+    # Scoring your own held-out attempts (no simulator): a time split after the training window.
+    own = tmp_path / "own-report"
+    code, out = run(
+        *data, "recovery", "evaluate", "--model", str(model), "--attempts", str(sim / "test_attempts.csv"),
+        "--history", str(sim / "attempts.csv"), "--no-backtest", "--out", str(own),
+    )  # fmt: skip
+    assert code == 0, out
+    rep = json.loads((own / "report.json").read_text())
+    assert "backtest" not in rep and rep["scoring"]["rows"] > 0 and 0.5 < rep["scoring"]["auc"] <= 1
+    assert (own / "calibration.png").exists()
+
 
 def test_bad_input_names_the_line_and_writes_nothing(tmp_path: Path) -> None:
     data = ["--data-dir", str(tmp_path / "data")]
