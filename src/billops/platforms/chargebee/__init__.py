@@ -1,0 +1,1 @@
+"""Chargebee: v2 webhook events normalized into the canonical model (normalize.py)."""
