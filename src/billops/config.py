@@ -69,6 +69,11 @@ class Settings(BaseSettings):
         default_factory=dict,
         description='Per endpoint, the accepted signing secrets: {"default": ["whsec_new", "whsec_old"]}.',
     )
+    chargebee_webhook_credentials: dict[str, list[SecretStr]] = Field(
+        default_factory=dict,
+        description='Per Chargebee webhook endpoint, the accepted HTTP Basic credentials "user:password" '
+        '(several during a rotation): {"default": ["billops:s3cret-new", "billops:s3cret-old"]}.',
+    )
     webhook_tolerance_seconds: int = Field(default=300, ge=1, le=3600)
     webhook_max_bytes: int = Field(default=512 * 1024, ge=1024)
 
@@ -96,6 +101,21 @@ class Settings(BaseSettings):
             for s in secrets:
                 if not s.get_secret_value().startswith("whsec_"):
                     raise ValueError(f"endpoint {endpoint!r}: a secret does not start with 'whsec_'")
+        return v
+
+    @field_validator("chargebee_webhook_credentials")
+    @classmethod
+    def _credentials_look_right(cls, v: dict[str, list[SecretStr]]) -> dict[str, list[SecretStr]]:
+        for endpoint, creds in v.items():
+            if not creds:
+                raise ValueError(f"Chargebee endpoint {endpoint!r} has no credentials")
+            for c in creds:
+                user, sep, password = c.get_secret_value().partition(":")
+                if not sep or not user or len(password) < 12:
+                    raise ValueError(
+                        f"Chargebee endpoint {endpoint!r}: credentials must be 'user:password' with a "
+                        "password of at least 12 characters"
+                    )
         return v
 
     @field_validator("database_url")

@@ -120,9 +120,7 @@ def test_plans_keep_the_contract_and_the_network_rules(trained: Trained) -> None
         times = [datetime.fromisoformat(t.replace("Z", "+00:00")) for t in r["retries"]]
         assert times == sorted(times) and len(times) <= 8
         assert all(f["failed_at"] < t <= f["deadline"] for t in times)
-        assert all(
-            b - a >= timedelta(hours=RULES.min_spacing_hours) for a, b in pairwise(times)
-        )
+        assert all(b - a >= timedelta(hours=RULES.min_spacing_hours) for a, b in pairwise(times))
         if r["decline_category"] == "hard" or f["network_advice_code"] in ("03", "21"):
             assert not times and r["route"] == "no_retry"
         if r["decline_category"] == "needs_new_card":

@@ -22,6 +22,7 @@ from billops.domain.declines import load_taxonomy
 from billops.errors import ConfigError, PlatformError
 from billops.governance import audit
 from billops.mirror import Mirror
+from billops.platforms.registry import missing_client_reason
 from billops.recovery.decision import DecisionPlan, decide
 from billops.recovery.features import RecoveryContext
 from billops.recovery.model import RecoveryModel, latest_model, load_model, registry_dir
@@ -101,7 +102,7 @@ def gather_context(event: dict[str, Any], fresh_read: bool) -> dict[str, Any]:
     client = rt.platform_client(platform) if fresh_read else None
     fresh: dict[str, Any] = {}
     if fresh_read and client is None:
-        notes.append(f"fresh read skipped: no {platform} API key configured (mirror only)")
+        notes.append(f"fresh read skipped: {missing_client_reason(platform)} (mirror only)")
     elif client is not None:
         try:
             inv = client.get_invoice(ev.invoice.id)
@@ -427,7 +428,7 @@ def platform_action(workflow_id: str, step: str, action: dict[str, Any]) -> dict
             "why": f"no {channel} channel configured; the draft is in the decision",
         }
     elif client is None:
-        result = {"status": "skipped", "why": f"no {platform} API key configured"}
+        result = {"status": "skipped", "why": missing_client_reason(platform)}
     else:
         caps = client.capabilities
         try:
@@ -475,7 +476,7 @@ def retry_payment(workflow_id: str, n: int, payment_method_id: str | None) -> di
     key = f"{workflow_id}:pay:{n}"
     client = rt.platform_client(platform)
     if client is None or not client.capabilities.retry_invoice:
-        result: dict[str, Any] = {"status": "skipped", "why": f"no {platform} API key configured"}
+        result: dict[str, Any] = {"status": "skipped", "why": missing_client_reason(platform)}
     else:
         try:
             pay = client.pay_invoice(invoice_id, idempotency_key=key, payment_method_id=payment_method_id)

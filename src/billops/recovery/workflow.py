@@ -16,6 +16,7 @@ from typing import Any
 from dbos import DBOS, SetWorkflowID
 from dbos._error import DBOSNonExistentWorkflowError
 
+from billops.platforms.registry import missing_client_reason
 from billops.recovery import steps
 from billops.runtime import get_runtime
 
@@ -126,7 +127,7 @@ def execute(decision: dict[str, Any]) -> dict[str, Any]:
 
     retries = [a for a in plan.actions if a.type == "retry_payment"]
     if not steps.can_retry(platform):
-        why = f"no {platform} API key configured: no payment can be retried"
+        why = f"{missing_client_reason(platform)}: no payment can be retried"
         return _done(wf, platform, invoice_id, "not_executed", {"why": why})
     if not retries and plan.retry_blocked and plan.route in ("no_retry", "retry_and_notify"):
         # No blind retry: wait for new card data, then try once with it.
