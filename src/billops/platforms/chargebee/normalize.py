@@ -42,7 +42,7 @@ from billops.domain.billing import (
 from billops.domain.declines import load_taxonomy
 from billops.domain.events import CanonicalEvent, EventKind
 from billops.errors import ConfigError, WebhookRejected
-from billops.platforms.stripe.objects import Reader, _json_type, build, reject
+from billops.platforms.reader import Reader, build, envelope_str, json_type, reject
 
 __all__ = [
     "EVENT_KINDS",
@@ -145,7 +145,7 @@ def _list(r: Reader, key: str) -> list[Reader]:
     if v is None:
         return []
     if not isinstance(v, list):
-        raise reject(r.at(key), f"expected a list, got {_json_type(v)}")
+        raise reject(r.at(key), f"expected a list, got {json_type(v)}")
     return [Reader.of(item, f"{r.at(key)}[{i}]") for i, item in enumerate(v)]
 
 
@@ -627,21 +627,14 @@ EVENT_KINDS: dict[str, tuple[EventKind, str]] = {
 }
 
 
-def _envelope_str(env: Reader, key: str) -> str:
-    value = env.req_str(key)
-    if not value.strip():
-        raise reject(env.at(key), "must not be blank")
-    return value
-
-
 def normalize_event(payload: Any) -> CanonicalEvent:
     """A parsed Chargebee v2 event -> CanonicalEvent. Raises only `WebhookRejected` (422)."""
     env = Reader(Reader.of(payload, "event").d, "")  # fields named bare: `id`, `content.invoice.total`
     kind_of_object = env.opt_str("object")
     if kind_of_object is not None and kind_of_object != "event":
         raise reject("object", f"expected 'event', got {kind_of_object!r}")
-    event_id = _envelope_str(env, "id")
-    event_type = _envelope_str(env, "event_type")
+    event_id = envelope_str(env, "id")
+    event_type = envelope_str(env, "event_type")
     occurred_at = env.req_ts("occurred_at")
     api_version = env.opt_str("api_version")
     env.opt_str("source")

@@ -20,8 +20,9 @@ from typing import Any
 from billops.domain.billing import Customer, Invoice, PaymentAttempt, PaymentMethod, Subscription
 from billops.domain.events import CanonicalEvent, EventKind
 from billops.errors import WebhookRejected
+from billops.platforms.reader import Reader, build, envelope_str, reject
 from billops.platforms.stripe import objects as o
-from billops.platforms.stripe.objects import PLATFORM, Reader, build, reject
+from billops.platforms.stripe.objects import PLATFORM
 
 __all__ = [
     "EVENT_KINDS",
@@ -168,21 +169,14 @@ _OTHER_FAMILIES = {
 }
 
 
-def _envelope_str(env: Reader, key: str) -> str:
-    value = env.req_str(key)
-    if not value.strip():
-        raise reject(env.at(key), "must not be blank")
-    return value
-
-
 def normalize_event(payload: Any) -> CanonicalEvent:
     """A parsed Stripe event -> CanonicalEvent. Raises only `WebhookRejected` (422: not a valid event)."""
     env = Reader(Reader.of(payload, "event").d, "")  # fields named bare: `id`, `data.object.amount_due`
     kind_of_object = env.opt_str("object")
     if kind_of_object is not None and kind_of_object != "event":
         raise reject("object", f"expected 'event', got {kind_of_object!r}")
-    event_id = _envelope_str(env, "id")
-    event_type = _envelope_str(env, "type")
+    event_id = envelope_str(env, "id")
+    event_type = envelope_str(env, "type")
     occurred_at = env.req_ts("created")
     livemode = env.opt_bool("livemode")
     api_version = env.opt_str("api_version")

@@ -1,4 +1,4 @@
-"""Stripe objects -> canonical billing objects, and typed, path-aware reads of untrusted JSON.
+"""Stripe objects -> canonical billing objects (read with `billops.platforms.reader`).
 
 API objects fetched with the SDK (`obj.to_dict()`) have the same shape as a webhook's
 `data.object`, so these builders serve both. Both API generations are read: the 2020-era shape
@@ -8,15 +8,12 @@ API objects fetched with the SDK (`obj.to_dict()`) have the same shape as a webh
 `items.data[].current_period_end`, no `invoice` on Charge/PaymentIntent).
 
 A wrong JSON type anywhere raises `WebhookRejected(status=422)` naming the dotted path of the
-field (``data.object.amount_due: expected an integer, got string``); nothing else escapes.
+field; nothing else escapes.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Any, TypeVar
-
-from pydantic import BaseModel, ValidationError
+from datetime import datetime
 
 from billops.domain.billing import (
     CardInfo,
@@ -29,189 +26,9 @@ from billops.domain.billing import (
     Subscription,
 )
 from billops.domain.declines import load_taxonomy
-from billops.errors import WebhookRejected
+from billops.platforms.reader import Reader, build, reject
 
 PLATFORM = "stripe"
-
-# Unix seconds for 1970-01-01 .. 9999-12-31: anything outside is not a Stripe timestamp.
-_MAX_TS = 253_402_300_799
-# Stripe integers (amounts, counts) fit in a signed 64-bit column; larger values are not Stripe's.
-_MAX_INT = 2**63 - 1
-
-M = TypeVar("M", bound=BaseModel)
-T = TypeVar("T")
-
-
-_JSON_TYPES = ((type(None), "null"), (bool, "boolean"), (int, "integer"), (float, "number"), (str, "string"),
-               (list, "array"), (dict, "object"))  # fmt: skip
-
-
-def _json_type(value: Any) -> str:
-    return next((name for kind, name in _JSON_TYPES if isinstance(value, kind)), type(value).__name__)
-
-
-def reject(path: str, problem: str) -> WebhookRejected:
-    return WebhookRejected(f"{path}: {problem}", status=422)
-
-
-def build(model: type[M], path: str, **fields: Any) -> M:
-    """Construct a domain model; a constraint it refuses becomes a 422 naming the path."""
-    try:
-        return model(**fields)
-    except ValidationError as exc:
-        err = exc.errors()[0] if exc.errors() else {"loc": (), "msg": str(exc)}
-        loc = ".".join(str(p) for p in err.get("loc", ()))
-        where = f"{path} ({model.__name__}.{loc})" if loc else path
-        raise reject(where, str(err.get("msg", "invalid value"))) from None
-
-
-def timestamp(value: Any, path: str) -> datetime | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise reject(path, f"expected a Unix timestamp (integer), got {_json_type(value)}")
-    if not 0 <= value <= _MAX_TS:
-        raise reject(path, f"timestamp {value} is out of range")
-    return datetime.fromtimestamp(value, UTC)
-
-
-class Reader:
-    """A JSON object plus the dotted path it was found at."""
-
-    __slots__ = ("d", "path")
-
-    def __init__(self, d: dict[str, Any], path: str) -> None:
-        self.d = d
-        self.path = path
-
-    @classmethod
-    def of(cls, value: Any, path: str) -> Reader:
-        if not isinstance(value, dict):
-            raise reject(path, f"expected an object, got {_json_type(value)}")
-        return cls(value, path)
-
-    def at(self, key: str) -> str:
-        return f"{self.path}.{key}" if self.path else key
-
-    def has(self, key: str) -> bool:
-        return self.d.get(key) is not None
-
-    def need(self, key: str, value: T | None) -> T:
-        """`value` (read from `key`), or a 422 saying that the field is missing or null."""
-        if value is None:
-            problem = "required field is missing" if key not in self.d else "must not be null"
-            raise reject(self.at(key), problem)
-        return value
-
-    # strings
-    def opt_str(self, key: str) -> str | None:
-        v = self.d.get(key)
-        if v is None:
-            return None
-        if not isinstance(v, str):
-            raise reject(self.at(key), f"expected a string, got {_json_type(v)}")
-        return v
-
-    def req_str(self, key: str) -> str:
-        v = self.need(key, self.opt_str(key))
-        if not v:
-            raise reject(self.at(key), "must not be empty")
-        return v
-
-    def lower_str(self, key: str) -> str | None:
-        v = self.opt_str(key)
-        return v.strip().lower() or None if v is not None else None
-
-    # numbers and booleans
-    def opt_int(self, key: str) -> int | None:
-        v = self.d.get(key)
-        if v is None:
-            return None
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise reject(self.at(key), f"expected an integer, got {_json_type(v)}")
-        if not -_MAX_INT <= v <= _MAX_INT:
-            raise reject(self.at(key), "integer is out of range")
-        return v
-
-    def req_int(self, key: str) -> int:
-        return self.need(key, self.opt_int(key))
-
-    def opt_bool(self, key: str) -> bool | None:
-        v = self.d.get(key)
-        if v is None:
-            return None
-        if not isinstance(v, bool):
-            raise reject(self.at(key), f"expected a boolean, got {_json_type(v)}")
-        return v
-
-    # time
-    def opt_ts(self, key: str) -> datetime | None:
-        return timestamp(self.d.get(key), self.at(key))
-
-    def req_ts(self, key: str) -> datetime:
-        return self.need(key, self.opt_ts(key))
-
-    # money
-    def currency(self, key: str = "currency", *, required: bool = True) -> str | None:
-        v = self.req_str(key) if required else self.opt_str(key)
-        if v is None:
-            return None
-        if len(v) != 3 or not v.isascii() or not v.isalpha():
-            raise reject(self.at(key), f"expected a 3-letter ISO 4217 currency code, got {v!r}")
-        return v.lower()
-
-    # nested objects and lists
-    def obj(self, key: str) -> Reader | None:
-        v = self.d.get(key)
-        if v is None:
-            return None
-        return Reader.of(v, self.at(key))
-
-    def expanded(self, key: str) -> Reader | None:
-        """An expandable field: the object when expanded, None when it is only an id (or null)."""
-        v = self.d.get(key)
-        if v is None or isinstance(v, str):
-            return None
-        return Reader.of(v, self.at(key))
-
-    def ref(self, key: str) -> str | None:
-        """The id of an expandable field: the string itself, or the expanded object's `id`."""
-        v = self.d.get(key)
-        if v is None:
-            return None
-        if isinstance(v, str):
-            return v or None
-        if isinstance(v, dict):
-            return Reader(v, self.at(key)).opt_str("id") or None
-        raise reject(self.at(key), f"expected an id string or an object, got {_json_type(v)}")
-
-    def items(self, key: str) -> list[Reader]:
-        """The objects of a Stripe list (`{object: "list", data: [...]}`) or of a bare array."""
-        v = self.d.get(key)
-        if v is None:
-            return []
-        path = self.at(key)
-        if isinstance(v, dict):
-            data = v.get("data")
-            path = f"{path}.data"
-            if data is None:
-                return []
-            v = data
-        if not isinstance(v, list):
-            raise reject(path, f"expected a list, got {_json_type(v)}")
-        return [Reader.of(item, f"{path}[{i}]") for i, item in enumerate(v)]
-
-    def first(self, key: str) -> Reader | None:
-        found = self.items(key)
-        return found[0] if found else None
-
-    def metadata(self, key: str = "metadata") -> dict[str, Any]:
-        v = self.d.get(key)
-        if v is None:
-            return {}
-        if not isinstance(v, dict):
-            raise reject(self.at(key), f"expected an object, got {_json_type(v)}")
-        return dict(v)
 
 
 def _str(r: Reader | None, key: str) -> str | None:
