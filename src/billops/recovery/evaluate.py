@@ -102,6 +102,18 @@ def _fixed_times(failed_at: datetime, deadline: datetime, days: list[float]) -> 
     return [t for t in (failed_at + timedelta(days=d) for d in days) if t <= deadline]
 
 
+def sim_world(
+    *, customers: int, months: int, seed: int, split_days: int, end: str | None
+) -> tuple[Any, datetime, datetime]:
+    """The simulated world `billops recovery simulate` builds from the same arguments (start = end −
+    months, same day of month), with its split and end."""
+    from billops.sim.payers import World, parse_end
+
+    end_t = parse_end(end)
+    world = World(seed=seed, customers=customers, start=add_months(end_t, -months), end=end_t)
+    return world, end_t - timedelta(days=split_days), end_t
+
+
 def backtest(
     model: RecoveryModel,
     policy: Policy,
@@ -112,18 +124,15 @@ def backtest(
     split_days: int,
     end: str | None,
     max_retries: int,
+    built: tuple[Any, datetime, datetime] | None = None,
 ) -> dict[str, Any]:
+    """`built`: a `sim_world(...)` of the same arguments already built (it is not built twice)."""
     from billops.recovery.cli import plan_rows
-    from billops.sim.payers import World
 
-    end_t = (
-        datetime.fromisoformat(end).replace(tzinfo=UTC)
-        if end
-        else datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    world, split, end_t = built or sim_world(
+        customers=customers, months=months, seed=seed, split_days=split_days, end=end
     )
-    start_t = add_months(end_t, -months)  # as `billops recovery simulate` does: the same world
-    split = end_t - timedelta(days=split_days)
-    world = World(seed=seed, customers=customers, start=start_t, end=end_t)
+    start_t = world.start
     history = world.history(until=split)
     failures = world.failures(split, end_t)
     rules = load_network_rules(policy.network_rules)
@@ -223,26 +232,15 @@ def evaluate(
     report: dict[str, Any] = {"model": model.version, "created_at": datetime.now(UTC).isoformat()}
     lines = [f"# Recovery model evaluation: {model.version}", ""]
     scored = None
+    built = None
     if attempts is not None:
         scored = score_attempts(model, read_attempts(attempts), read_attempts(history) if history else None)
         source = f"{attempts}"
     elif sim is not None:
         # Score on the simulator's held-out attempts (the split's test slice).
-        from billops.sim.payers import World
-
-        end_t = (
-            datetime.fromisoformat(sim["end"]).replace(tzinfo=UTC)
-            if sim.get("end")
-            else datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-        )
-        world = World(
-            seed=sim["seed"],
-            customers=sim["customers"],
-            start=add_months(end_t, -sim["months"]),
-            end=end_t,
-        )
+        built = sim_world(**sim)
+        world, split, _ = built
         full = world.history()
-        split = end_t - timedelta(days=sim["split_days"])
         test = full[full["attempted_at"] >= split]
         scored = score_attempts(model, test, full[full["attempted_at"] < split])
         source = f"simulator seed {sim['seed']}, attempts after {split:%Y-%m-%d}"
@@ -266,7 +264,7 @@ def evaluate(
             plot_calibration(table, p, out / "calibration.png", f"Calibration: {model.version}")
             lines += ["![calibration](calibration.png)", ""]
     if sim is not None:
-        bt = backtest(model, policy, max_retries=max_retries, **sim)
+        bt = backtest(model, policy, max_retries=max_retries, built=built, **sim)
         report["backtest"] = bt
         lines += [
             "## Revenue backtest (simulator, common random numbers)",

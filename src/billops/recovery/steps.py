@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ from billops.mirror import Mirror
 from billops.platforms.registry import missing_client_reason
 from billops.recovery.decision import DecisionPlan, decide
 from billops.recovery.features import RecoveryContext
-from billops.recovery.model import RecoveryModel, latest_model, load_model, registry_dir
+from billops.recovery.model import RecoveryModel, cached_model, latest_model, registry_dir
 from billops.recovery.planner import load_network_rules
 from billops.recovery.scoring import RulesScorer
 from billops.runtime import get_runtime
@@ -242,14 +241,8 @@ def resolve_model(policy: Any) -> RecoveryModel | None:
         return latest_model(data_dir)
     for candidate in (registry_dir(data_dir) / choice, Path(choice)):
         if (candidate / "manifest.json").exists():
-            path = candidate.resolve()
-            return _load_cached(str(path), (path / "manifest.json").stat().st_mtime)
+            return cached_model(candidate)
     raise ConfigError(f"policy recovery.model {choice!r}: no such model version in the registry or directory")
-
-
-@lru_cache(maxsize=8)
-def _load_cached(path: str, mtime: float) -> RecoveryModel:
-    return load_model(Path(path))
 
 
 def decide_with_fallback(ctx: RecoveryContext, *, policy: Any, rules: Any, now: datetime) -> DecisionPlan:

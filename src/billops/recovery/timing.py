@@ -34,9 +34,11 @@ import numpy as np
 import pandas as pd
 
 from billops.config import RecoveryPolicy
+from billops.recovery.data import ATTEMPT_COLUMNS
 from billops.recovery.model import (
     FEATURES,
     LABELS,
+    WEEKDAYS,
     CustomerHistory,
     RecoveryModel,
     StaticFeatures,
@@ -425,7 +427,7 @@ def _describe(name: str, value: float, vocab: dict[str, list[str]]) -> str:
     if math.isnan(value):
         return f"{LABELS[name]} unknown"
     if name == "local_weekday":
-        return f"local weekday {['Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat', 'Sun'][int(value)]}"
+        return f"local weekday {WEEKDAYS[int(value)]}"
     if name == "success_weekday_share":
         return f"{LABELS[name]} {value:.0%}"
     if name == "amount":
@@ -539,25 +541,7 @@ def plan_for_context(
     )
     earlier = [a for a in ctx.history if a.invoice_id != inv.id and a.outcome in ("failed", "succeeded")]
     hist_rows = [_attempt_row(a, tz, created) for a in earlier]
-    cols = [
-        "attempt_id",
-        "invoice_id",
-        "customer_id",
-        "attempted_at",
-        "amount",
-        "currency",
-        "outcome",
-        "decline_code",
-        "network_advice_code",
-        "card_brand",
-        "card_funding",
-        "card_country",
-        "card_exp_month",
-        "card_exp_year",
-        "customer_timezone",
-        "customer_created_at",
-    ]
-    hist = pd.DataFrame(hist_rows, columns=cols)
+    hist = pd.DataFrame(hist_rows, columns=ATTEMPT_COLUMNS)
     hist["attempted_at"] = pd.to_datetime(hist["attempted_at"], utc=True)
     card = ctx.attempt.card if ctx.attempt and ctx.attempt.card else None
     row = {
@@ -581,7 +565,7 @@ def plan_for_context(
     }
     card_hist = pd.DataFrame(
         [_attempt_row(a, tz, created) for a in ctx.card_attempts if a.attempted_at <= ctx.failed_at],
-        columns=cols,
+        columns=ATTEMPT_COLUMNS,
     )
     if len(card_hist):
         card_hist["customer_id"] = row["customer_id"]  # the caps count the card, whoever's invoice it was

@@ -5,7 +5,6 @@ calibration, the newest 15 % measure it (AUC, Brier score, log loss). No invoice
 from __future__ import annotations
 
 import time
-import tracemalloc
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -71,7 +70,7 @@ def train(attempts: pd.DataFrame, *, out: Path, source: str) -> tuple[RecoveryMo
 
     started = time.perf_counter()
     ex = training_examples(attempts)
-    excluded = int(ex["new_card_data_excluded"].iloc[0]) if len(ex) else 0
+    excluded = int(ex.attrs.get("new_card_retries_excluded", 0))
     n_pos = int(ex["label"].sum()) if len(ex) else 0
     if len(ex) < MIN_EXAMPLES or n_pos == 0 or n_pos == len(ex):
         raise InputError(
@@ -168,16 +167,3 @@ def train(attempts: pd.DataFrame, *, out: Path, source: str) -> tuple[RecoveryMo
     model = save_model(out, booster, knots, manifest, plan_knots=plan_knots)
     report = {"prepare_seconds": prep_s, "fit_seconds": fit_s, "total_seconds": time.perf_counter() - started}
     return model, report
-
-
-def measure_training(attempts: pd.DataFrame, out: Path) -> dict[str, Any]:
-    """Train with tracemalloc on (Python-side peak; LightGBM's C++ buffers are reported by RSS instead)."""
-    import resource
-
-    tracemalloc.start()
-    _, report = train(attempts, out=out, source="benchmark")
-    _, peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
-    report["python_peak_mib"] = peak / 2**20
-    report["max_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return report

@@ -44,6 +44,7 @@ import pandas as pd
 import typer
 
 from billops.domain.declines import load_taxonomy
+from billops.recovery.data import ATTEMPT_COLUMNS, FAILURE_COLUMNS
 from billops.sim.business import (
     BRAND_SHARE,
     COUNTRIES,
@@ -56,42 +57,6 @@ from billops.sim.business import (
     add_months,
     make_id,
 )
-
-ATTEMPT_COLUMNS = [
-    "attempt_id",
-    "invoice_id",
-    "customer_id",
-    "attempted_at",
-    "amount",
-    "currency",
-    "outcome",
-    "decline_code",
-    "network_advice_code",
-    "card_brand",
-    "card_funding",
-    "card_country",
-    "card_exp_month",
-    "card_exp_year",
-    "customer_timezone",
-    "customer_created_at",
-]
-FAILURE_COLUMNS = [
-    "invoice_id",
-    "customer_id",
-    "amount",
-    "currency",
-    "failed_at",
-    "decline_code",
-    "network_advice_code",
-    "card_brand",
-    "card_funding",
-    "card_country",
-    "card_exp_month",
-    "card_exp_year",
-    "customer_timezone",
-    "customer_created_at",
-    "deadline",
-]
 
 HOUR = 3600
 DAY = 86400
@@ -976,7 +941,7 @@ def simulate_to_dir(
     }
 
 
-def _parse_end(value: str | None) -> datetime:
+def parse_end(value: str | None) -> datetime:
     if not value:
         return datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     try:
@@ -1007,7 +972,7 @@ def register(recovery_app: typer.Typer) -> None:
         The data is synthetic; its rules are invented (docs/simulator.md)."""
         try:
             summary = simulate_to_dir(
-                out, customers=customers, months=months, seed=seed, split_days=split_days, end=_parse_end(end)
+                out, customers=customers, months=months, seed=seed, split_days=split_days, end=parse_end(end)
             )
         except ValueError as exc:
             raise typer.BadParameter(str(exc)) from exc
