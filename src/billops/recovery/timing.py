@@ -494,6 +494,17 @@ def route_for(
     return "human_review", f"score {score} < {th.notify_from}"
 
 
+def _card_fields(card: Any) -> dict[str, Any]:
+    """The ATTEMPTS card columns of a `CardInfo` (or of none)."""
+    return {
+        "card_brand": (card.brand or "").lower() if card else "",
+        "card_funding": (card.funding or "") if card else "",
+        "card_country": (card.country or "") if card else "",
+        "card_exp_month": card.exp_month if card else None,
+        "card_exp_year": card.exp_year if card else None,
+    }
+
+
 def _attempt_row(a: Any, tz: str, created: Any) -> dict[str, Any]:
     card = a.card
     return {
@@ -506,11 +517,7 @@ def _attempt_row(a: Any, tz: str, created: Any) -> dict[str, Any]:
         "outcome": a.outcome,
         "decline_code": a.decline.code if a.decline and a.outcome == "failed" else "",
         "network_advice_code": (a.decline.network_advice_code or "") if a.decline else "",
-        "card_brand": ((card.brand or "").lower() if card else ""),
-        "card_funding": (card.funding or "") if card else "",
-        "card_country": (card.country or "") if card else "",
-        "card_exp_month": card.exp_month if card else None,
-        "card_exp_year": card.exp_year if card else None,
+        **_card_fields(card),
         "customer_timezone": tz,
         "customer_created_at": created,
     }
@@ -528,11 +535,7 @@ def plan_for_context(
         tz = cust.timezone or str((cust.metadata or {}).get("timezone") or "")
     created = cust.created_at if cust is not None else None
     inv = ctx.invoice
-    on_invoice = sorted(
-        [a for a in ctx.history if a.invoice_id == inv.id and a.outcome in ("failed", "succeeded")],
-        key=lambda a: a.attempted_at,
-    )
-    failures_so_far = [a for a in on_invoice if a.outcome == "failed"]
+    failures_so_far = [a for a in ctx.history if a.invoice_id == inv.id and a.outcome == "failed"]
     first_failed = min([ctx.failed_at, *(a.attempted_at for a in failures_so_far)])
     attempts_so_far = max(
         1,
@@ -554,11 +557,7 @@ def plan_for_context(
         "attempts_so_far": attempts_so_far,
         "decline_code": ctx.decline.code,
         "network_advice_code": ctx.decline.network_advice_code or "",
-        "card_brand": ((card.brand or "").lower() if card else ""),
-        "card_funding": (card.funding or "") if card else "",
-        "card_country": (card.country or "") if card else "",
-        "card_exp_month": card.exp_month if card else None,
-        "card_exp_year": card.exp_year if card else None,
+        **_card_fields(card),
         "customer_timezone": tz,
         "customer_created_at": created,
         "deadline": first_failed + timedelta(days=policy.window_days),
