@@ -34,6 +34,50 @@ DEFAULT_POLICY_FILE = DATA_DIR / "policy.yaml"
 Mode = Literal["shadow", "assist", "auto"]
 
 
+class ZuoraHmac(BaseModel):
+    """How a Zuora callout template signs its requests (Zuora lets the tenant choose all of it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    secrets: list[SecretStr] = Field(min_length=1, description="Accepted keys (several during a rotation).")
+    header: str = Field(
+        default="X-BillOps-Signature", min_length=1, description="Header carrying the signature."
+    )
+    algorithm: Literal["sha1", "sha256", "sha512"] = "sha256"
+    encoding: Literal["hex", "base64"] = "hex"
+    prefix: str = Field(default="", description="Text before the signature in the header value, if any.")
+    data_template: str = Field(
+        default="{eventId}.{timestamp}",
+        description="The signed data, rebuilt from the JSON body: `{field}` is the body's top-level field.",
+    )
+    timestamp_field: str | None = Field(
+        default="timestamp", description="Body field holding the event time, checked against the tolerance."
+    )
+
+
+class ZuoraEndpoint(BaseModel):
+    """One Zuora callout endpoint: HTTP Basic credentials, HMAC, or both (both must then pass)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    basic: list[SecretStr] = Field(
+        default_factory=list, description='"user:password" (several in a rotation).'
+    )
+    hmac: ZuoraHmac | None = None
+
+    @model_validator(mode="after")
+    def _some_auth(self) -> ZuoraEndpoint:
+        if not self.basic and self.hmac is None:
+            raise ValueError("a Zuora endpoint needs `basic` credentials, `hmac`, or both")
+        for c in self.basic:
+            user, sep, password = c.get_secret_value().partition(":")
+            if not sep or not user or len(password) < 12:
+                raise ValueError(
+                    "basic credentials must be 'user:password' with a password of 12+ characters"
+                )
+        return self
+
+
 def format_validation_error(source: str, exc: ValidationError) -> str:
     parts = []
     for err in exc.errors():
@@ -74,6 +118,41 @@ class Settings(BaseSettings):
         description='Per Chargebee webhook endpoint, the accepted HTTP Basic credentials "user:password" '
         '(several during a rotation): {"default": ["billops:s3cret-new", "billops:s3cret-old"]}.',
     )
+    chargebee_site: str | None = Field(default=None, description="The site name: <site>.chargebee.com.")
+    chargebee_api_key: SecretStr | None = Field(default=None, description="A Chargebee API key (see docs).")
+    chargebee_api_url: str | None = Field(
+        default=None, description="Override the API address, e.g. http://127.0.0.1:8080 (tests)."
+    )
+    chargebee_refetch_events: bool = Field(
+        default=False,
+        description="Re-fetch every webhook event by id through the API and trust only the API's copy.",
+    )
+
+    # Recurly
+    recurly_api_key: SecretStr | None = Field(default=None, description="A Recurly private API key.")
+    recurly_region: Literal["us", "eu"] = "us"
+    recurly_api_url: str | None = Field(
+        default=None, description="Override the API address, e.g. http://127.0.0.1:8080 (tests)."
+    )
+    recurly_webhook_keys: dict[str, list[SecretStr]] = Field(
+        default_factory=dict,
+        description="Per Recurly webhook endpoint, the signature keys (several during a rotation): "
+        '{"default": ["key-new", "key-old"]}.',
+    )
+
+    # Zuora
+    zuora_api_url: str | None = Field(
+        default=None,
+        description="The tenant's REST endpoint, e.g. https://rest.zuora.com or https://rest.eu.zuora.com.",
+    )
+    zuora_client_id: str | None = Field(default=None, description="OAuth client id (client credentials).")
+    zuora_client_secret: SecretStr | None = Field(default=None, description="OAuth client secret.")
+    zuora_webhook_endpoints: dict[str, ZuoraEndpoint] = Field(
+        default_factory=dict,
+        description="Per Zuora callout endpoint, how it authenticates: "
+        '{"default": {"basic": ["user:password"]}} (see docs/platforms/zuora.md).',
+    )
+
     webhook_tolerance_seconds: int = Field(default=300, ge=1, le=3600)
     webhook_max_bytes: int = Field(default=512 * 1024, ge=1024)
 
@@ -116,6 +195,23 @@ class Settings(BaseSettings):
                         f"Chargebee endpoint {endpoint!r}: credentials must be 'user:password' with a "
                         "password of at least 12 characters"
                     )
+        return v
+
+    @field_validator("recurly_webhook_keys")
+    @classmethod
+    def _recurly_keys(cls, v: dict[str, list[SecretStr]]) -> dict[str, list[SecretStr]]:
+        for endpoint, keys in v.items():
+            if not keys or any(len(k.get_secret_value()) < 16 for k in keys):
+                raise ValueError(f"Recurly endpoint {endpoint!r} needs keys of at least 16 characters")
+        return v
+
+    @field_validator("chargebee_api_url", "recurly_api_url", "zuora_api_url")
+    @classmethod
+    def _http_url(cls, v: str | None) -> str | None:
+        if v is not None:
+            v = v.rstrip("/")
+            if not (v.startswith("https://") or v.startswith("http://")) or v.endswith("://"):
+                raise ValueError("must be an http(s):// URL")
         return v
 
     @field_validator("database_url")

@@ -1,17 +1,19 @@
 """The interface every billing platform client implements, and its capability flags.
 
 Workflows only talk to this interface; vendor details stay in the platform's own package.
-Every write takes an `idempotency_key` derived from the workflow id and step, so a replay after a
-crash never writes twice (where the platform has no idempotency keys, the client guarantees
-at-most-once itself and says so in its docs).
+A write the platform cannot do raises `PlatformError(code="unsupported")`; callers check the
+capability flags first. Every write takes an `idempotency_key` derived from the workflow id and
+step, so a replay after a crash never writes twice (where the platform has no idempotency keys,
+the client guarantees at-most-once itself and says so in its docs).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Literal, Protocol, runtime_checkable
 
-from billops.domain import Customer, Invoice, PaymentAttempt, PaymentMethod, Subscription
+from billops.domain import Customer, Invoice, Money, PaymentAttempt, PaymentMethod, Subscription
 
 
 @dataclass(frozen=True)
@@ -23,6 +25,9 @@ class Capabilities:
     pay_with_other_method: bool = False  # pay an invoice with a given stored payment method
     idempotency_keys: bool = False  # the platform deduplicates writes by key
     backfill: bool = False
+    pause_subscription: bool = False  # pause a subscription (collection stops), optionally until a date
+    credit: bool = False  # add account credit that pays future invoices
+    coupon: bool = False  # apply an existing coupon to a customer / subscription
 
 
 @dataclass
@@ -61,6 +66,15 @@ class PlatformClient(Protocol):
     def set_native_retries(self, invoice_id: str, enabled: bool, *, idempotency_key: str) -> None: ...
     def write_note(self, invoice_id: str, note: dict[str, str], *, idempotency_key: str) -> None: ...
     def card_update_link(self, customer_id: str, *, return_url: str | None, idempotency_key: str) -> str: ...
+    def pause_subscription(
+        self, subscription_id: str, *, resume_at: datetime | None, idempotency_key: str
+    ) -> None: ...
+    def apply_credit(
+        self, customer_id: str, amount: Money, *, reason: str, idempotency_key: str
+    ) -> None: ...
+    def apply_coupon(
+        self, customer_id: str, coupon: str, *, subscription_id: str | None, idempotency_key: str
+    ) -> None: ...
 
     # backfill: resources are "customers", "subscriptions", "invoices", "payment_attempts", "payment_methods"
     def backfill_resources(self) -> list[str]: ...
