@@ -214,3 +214,19 @@ class SyncCursor(Base):
     done: Mapped[bool] = mapped_column(default=False)
     count: Mapped[int] = mapped_column(default=0)
     updated_at: Mapped[datetime] = mapped_column(default=_now, onupdate=_now)
+
+
+class PlatformWrite(Base):
+    """The at-most-once ledger for platform writes where the platform keeps no idempotency keys
+    (Recurly): a row is committed as `pending` before the request goes out and marked `done` with
+    the result after it; a replay of the same key finds it (see platforms/ledger.py)."""
+
+    __tablename__ = "platform_writes"
+
+    key: Mapped[str] = mapped_column(sa.String(400), primary_key=True)
+    operation: Mapped[str] = mapped_column(sa.String(120))
+    status: Mapped[str] = mapped_column(sa.String(20), doc="pending | done")
+    started_at: Mapped[datetime] = mapped_column(default=_now)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)
+    attempts: Mapped[int] = mapped_column(default=1, doc="How many times the request was sent.")
+    result: Mapped[dict[str, Any] | None] = mapped_column(default=None)
