@@ -50,7 +50,7 @@ class Runtime:
         if platform not in self._platform_clients:
             from billops.platforms.registry import build_client
 
-            self._platform_clients[platform] = build_client(platform, self.settings)
+            self._platform_clients[platform] = build_client(platform, self.settings, self.db)
         return self._platform_clients[platform]
 
 

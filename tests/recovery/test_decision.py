@@ -232,3 +232,31 @@ def test_scores_are_explained() -> None:
     )
     assert s.value == min(100, 78 + 10 + 4)
     assert any("8 successful payments" in r for r in s.reasons)
+
+
+def test_the_plan_fits_what_the_platform_can_do() -> None:
+    """A platform without card-update links or a per-invoice dunning stop (Zuora, Recurly) gets no
+    such actions, and the decision says why; retries stay planned."""
+    from dataclasses import asdict, replace
+
+    from billops.platforms.base import Capabilities
+
+    full = [k for k, on in asdict(Capabilities(**dict.fromkeys(asdict(Capabilities()), True))).items() if on]
+    hard = replace(context("stolen_card"), capabilities=full)
+    assert {a.type for a in run(hard).actions} >= {"card_update_link", "disable_platform_retries"}
+
+    limited = [c for c in full if c not in ("card_update_link", "disable_native_retries")]
+    hard = replace(context("stolen_card"), capabilities=limited)
+    plan = run(hard)
+    assert not {a.type for a in plan.actions} & {"card_update_link", "disable_platform_retries"}
+    assert any("offers no card-update link" in n for n in plan.context_notes)
+    assert any("cannot stop its own dunning" in n for n in plan.context_notes)
+
+    soft = replace(context("insufficient_funds"), capabilities=[c for c in limited if c != "retry_invoice"])
+    plan = run(soft)
+    assert [a for a in plan.actions if a.type == "retry_payment"]  # advice a human can still act on
+    assert any("cannot retry a payment through BillOps" in n for n in plan.context_notes)
+
+    unknown = context("insufficient_funds")  # no client at all: actions kept, skipped at execution
+    assert unknown.capabilities is None
+    assert not any("stripe" in n and "cannot" in n for n in run(unknown).context_notes)

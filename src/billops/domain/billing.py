@@ -105,6 +105,11 @@ class CardInfo(_Model):
 class Customer(_Model):
     platform: str
     id: str
+    source_version: int | None = Field(
+        default=None,
+        description="The platform's own version of this object (Chargebee resource_version); the mirror "
+        "keeps the highest.",
+    )
     email: str | None = None
     name: str | None = None
     created_at: datetime | None = None
@@ -119,6 +124,11 @@ class Customer(_Model):
 class Subscription(_Model):
     platform: str
     id: str
+    source_version: int | None = Field(
+        default=None,
+        description="The platform's own version of this object (Chargebee resource_version); the mirror "
+        "keeps the highest.",
+    )
     customer_id: str | None = None
     status: str
     plan_id: str | None = None
@@ -145,6 +155,11 @@ class InvoiceStatus(StrEnum):
 class Invoice(_Model):
     platform: str
     id: str
+    source_version: int | None = Field(
+        default=None,
+        description="The platform's own version of this object (Chargebee resource_version); the mirror "
+        "keeps the highest.",
+    )
     customer_id: str | None = None
     subscription_id: str | None = None
     number: str | None = None
@@ -182,6 +197,11 @@ class Invoice(_Model):
 class PaymentAttempt(_Model):
     platform: str
     id: str
+    source_version: int | None = Field(
+        default=None,
+        description="The platform's own version of this object (Chargebee resource_version); the mirror "
+        "keeps the highest.",
+    )
     invoice_id: str | None = None
     customer_id: str | None = None
     payment_intent_id: str | None = None
@@ -201,6 +221,11 @@ class PaymentAttempt(_Model):
 class PaymentMethod(_Model):
     platform: str
     id: str
+    source_version: int | None = Field(
+        default=None,
+        description="The platform's own version of this object (Chargebee resource_version); the mirror "
+        "keeps the highest.",
+    )
     customer_id: str | None = None
     type: str = "card"
     card: CardInfo | None = None

@@ -1,8 +1,15 @@
-"""`POST /webhooks/{stripe,chargebee}/{endpoint}`: verify → store once → normalize → enqueue → answer.
+"""`POST /webhooks/{stripe,chargebee,recurly,zuora}/{endpoint}`: verify → normalize → store once →
+enqueue → answer.
 
-Nothing slow happens here: no model, no LLM, no platform call. A rejected request (unknown
-endpoint, missing/forged/stale signature, oversized, malformed) gets a 4xx that says why, and
-nothing is stored.
+Nothing slow happens here: no model, no LLM. A rejected request (unknown endpoint, missing/forged/
+stale signature or credentials, oversized, malformed) gets a 4xx that says why, and nothing is stored.
+
+Two platforms need one API read before an event can be trusted or understood, and it happens here,
+before anything is stored: Recurly's thin envelopes only name the object (BillOps fetches it), and a
+Chargebee endpoint with `chargebee_refetch_events` trusts only the API's copy of the event. A
+redelivery of an event already stored is answered from the inbox without that read. When the read
+fails the answer is 503 (the platform retries later; nothing is stored), or 422 when the API says the
+object or event does not exist.
 """
 
 from __future__ import annotations
@@ -10,6 +17,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -17,7 +25,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from billops.domain import CanonicalEvent
-from billops.errors import BillopsError, WebhookRejected
+from billops.errors import BillopsError, PlatformError, WebhookRejected
 from billops.ingest import chargebee as chargebee_auth
 from billops.ingest import inbox
 from billops.ingest import stripe as stripe_verify
@@ -44,15 +52,41 @@ async def read_limited(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+@dataclass(frozen=True)
+class Fetch:
+    """An event that needs one API read before it is trusted or complete: its id (for the duplicate
+    check that comes first) and the read that builds the canonical event."""
+
+    event_id: str
+    fetch: Callable[[], CanonicalEvent]
+
+
+def fetched(platform: str, fetch: Callable[[], CanonicalEvent]) -> CanonicalEvent:
+    """Run an API read for a webhook; its failure becomes a 503 (retry later) or a 422 (no such thing)."""
+    try:
+        return fetch()
+    except PlatformError as exc:
+        if exc.code == "not_found":
+            raise WebhookRejected(f"{platform} API: {exc.message}", status=422) from exc
+        raise WebhookRejected(
+            f"{platform} API read failed, nothing stored; the platform will redeliver: {exc.message}",
+            status=503,
+        ) from exc
+
+
 async def receive(
     platform: str,
     endpoint: str,
     request: Request,
     verify: Callable[[bytes], None],
-    normalize: Callable[[Any], CanonicalEvent],
+    normalize: Callable[[Any], CanonicalEvent | Fetch],
+    *,
+    challenge: str | None = None,
 ) -> JSONResponse:
     """The one path every platform's webhook takes: read (size-limited) → authenticate → parse →
-    normalize → store once and enqueue → answer. Any rejection is a 4xx with its reason."""
+    normalize (and fetch, for `Fetch` events) → store once and enqueue → answer. Any rejection is a
+    4xx (or a 503 when a needed API read failed) with its reason; `challenge` is the
+    `WWW-Authenticate` value sent with a 401."""
     started = time.perf_counter()
     rt = get_runtime()
     trace_id = new_trace_id(request.headers.get("traceparent"))
@@ -63,10 +97,20 @@ async def receive(
             payload: Any = json.loads(body)
         except ValueError as exc:
             raise WebhookRejected(f"body is not valid JSON: {exc}", status=400) from exc
-        event = normalize(payload)
-        result = await run_in_threadpool(
-            inbox.accept, rt, event=event, raw=body, endpoint=endpoint, trace_id=trace_id
-        )
+        normalized = normalize(payload)
+        if isinstance(normalized, Fetch):
+            seen = await run_in_threadpool(inbox.redelivered, rt, platform, normalized.event_id)
+            if seen is not None:
+                result = seen
+            else:
+                event = await run_in_threadpool(fetched, platform, normalized.fetch)
+                result = await run_in_threadpool(
+                    inbox.accept, rt, event=event, raw=body, endpoint=endpoint, trace_id=trace_id
+                )
+        else:
+            result = await run_in_threadpool(
+                inbox.accept, rt, event=normalized, raw=body, endpoint=endpoint, trace_id=trace_id
+            )
     except BillopsError as exc:
         WEBHOOKS.labels(platform, f"rejected_{exc.status}").inc()
         log.warning(
@@ -77,7 +121,7 @@ async def receive(
             reason=exc.message,
             trace_id=trace_id,
         )
-        headers = {"WWW-Authenticate": chargebee_auth.CHALLENGE} if exc.status == 401 else None
+        headers = {"WWW-Authenticate": challenge} if exc.status == 401 and challenge else None
         return JSONResponse({"error": exc.message}, status_code=exc.status, headers=headers)
     WEBHOOKS.labels(platform, result.status).inc()
     WEBHOOK_SECONDS.labels(platform).observe(time.perf_counter() - started)
@@ -129,12 +173,94 @@ async def stripe_webhook(endpoint: str, request: Request) -> JSONResponse:
 async def chargebee_webhook(endpoint: str, request: Request) -> JSONResponse:
     from billops.platforms.chargebee.normalize import normalize_event
 
-    settings = get_runtime().settings
+    rt = get_runtime()
+    settings = rt.settings
     header = request.headers.get("authorization")
+
+    def normalize(payload: Any) -> CanonicalEvent | Fetch:
+        event = normalize_event(payload)  # the delivered copy must be a valid event in any case
+        if not settings.chargebee_refetch_events:
+            return event
+        client = rt.platform_client("chargebee")
+        if client is None:
+            raise WebhookRejected(
+                "chargebee_refetch_events is on but no Chargebee API client is configured "
+                "(BILLOPS_CHARGEBEE_SITE, BILLOPS_CHARGEBEE_API_KEY); nothing stored",
+                status=503,
+            )
+        return Fetch(event.event_id, lambda: normalize_event(client.retrieve_event(event.event_id)))
+
     return await receive(
         "chargebee",
         endpoint,
         request,
         lambda body: chargebee_auth.verify(settings, endpoint, header),
+        normalize,
+        challenge=chargebee_auth.CHALLENGE,
+    )
+
+
+@router.post(
+    "/webhooks/recurly/{endpoint}",
+    summary="Receive a Recurly JSON webhook (recurly-signature HMAC; the named object is fetched)",
+    responses={
+        400: {"description": "forged, stale, unsigned or malformed"},
+        404: {"description": "unknown endpoint"},
+        413: {"description": "too large"},
+        422: {"description": "not a Recurly event, or the object it names does not exist"},
+        503: {"description": "the Recurly API read failed (Recurly redelivers); nothing stored"},
+    },
+)
+async def recurly_webhook(endpoint: str, request: Request) -> JSONResponse:
+    from billops.ingest import recurly as recurly_verify
+    from billops.platforms.recurly.normalize import enrich, thin_event
+
+    rt = get_runtime()
+    settings = rt.settings
+    header = request.headers.get("recurly-signature")
+
+    def normalize(payload: Any) -> Fetch:
+        thin = thin_event(payload)
+        client = rt.platform_client("recurly")
+        if client is None:
+            raise WebhookRejected(
+                "Recurly webhooks only name the object; BillOps needs BILLOPS_RECURLY_API_KEY to read it. "
+                "Nothing stored (Recurly will redeliver)",
+                status=503,
+            )
+        return Fetch(thin.event_id, lambda: enrich(thin, client))
+
+    return await receive(
+        "recurly",
+        endpoint,
+        request,
+        lambda body: recurly_verify.verify(settings, endpoint, body, header),
+        normalize,
+    )
+
+
+@router.post(
+    "/webhooks/zuora/{endpoint}",
+    summary="Receive a Zuora callout (HTTP Basic with a 401 challenge, or HMAC; see docs/platforms/zuora.md)",
+    responses={
+        400: {"description": "malformed"},
+        401: {"description": "missing or wrong credentials or signature (with a WWW-Authenticate challenge)"},
+        404: {"description": "unknown endpoint"},
+        413: {"description": "too large"},
+        422: {"description": "not a BillOps Zuora callout body"},
+    },
+)
+async def zuora_webhook(endpoint: str, request: Request) -> JSONResponse:
+    from billops.ingest import zuora as zuora_auth
+    from billops.platforms.zuora.normalize import normalize_event
+
+    settings = get_runtime().settings
+    headers = request.headers
+    return await receive(
+        "zuora",
+        endpoint,
+        request,
+        lambda body: zuora_auth.verify(settings, endpoint, body, headers),
         normalize_event,
+        challenge=zuora_auth.CHALLENGE,
     )

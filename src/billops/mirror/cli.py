@@ -33,22 +33,46 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
+TITLES = {"stripe": "Stripe", "chargebee": "Chargebee", "recurly": "Recurly", "zuora": "Zuora"}
+RESOURCES = ("customers", "subscriptions", "invoices", "payment_attempts", "payment_methods")
+
+PageSize = Annotated[int, typer.Option("--page-size", min=1, max=100, help="Objects per API page (1-100).")]
+Restart = Annotated[
+    bool, typer.Option("--restart", help="Forget stored cursors and sync the selected resources again.")
+]
+Only = Annotated[
+    str | None,
+    typer.Option("--only", help="Comma-separated resources, e.g. customers,invoices (default: all)."),
+]
+
+
 @sync_app.command("stripe")
-def sync_stripe(
-    page_size: Annotated[
-        int, typer.Option("--page-size", min=1, max=100, help="Objects per API page (Stripe allows 1-100).")
-    ] = 100,
-    restart: Annotated[
-        bool, typer.Option("--restart", help="Forget stored cursors and sync the selected resources again.")
-    ] = False,
-    only: Annotated[
-        str | None,
-        typer.Option("--only", help="Comma-separated resources, e.g. customers,invoices (default: all)."),
-    ] = None,
-) -> None:
+def sync_stripe(page_size: PageSize = 100, restart: Restart = False, only: Only = None) -> None:
     """Backfill the mirror from Stripe (BILLOPS_STRIPE_API_KEY, optional BILLOPS_STRIPE_API_BASE)."""
+    run_sync("stripe", page_size, restart, only)
+
+
+@sync_app.command("chargebee")
+def sync_chargebee(page_size: PageSize = 100, restart: Restart = False, only: Only = None) -> None:
+    """Backfill the mirror from Chargebee (BILLOPS_CHARGEBEE_SITE, BILLOPS_CHARGEBEE_API_KEY)."""
+    run_sync("chargebee", page_size, restart, only)
+
+
+@sync_app.command("recurly")
+def sync_recurly(page_size: PageSize = 100, restart: Restart = False, only: Only = None) -> None:
+    """Backfill the mirror from Recurly (BILLOPS_RECURLY_API_KEY, BILLOPS_RECURLY_REGION)."""
+    run_sync("recurly", page_size, restart, only)
+
+
+@sync_app.command("zuora")
+def sync_zuora(page_size: PageSize = 100, restart: Restart = False, only: Only = None) -> None:
+    """Backfill the mirror from Zuora (BILLOPS_ZUORA_API_URL, _CLIENT_ID, _CLIENT_SECRET)."""
+    run_sync("zuora", page_size, restart, only)
+
+
+def run_sync(platform: str, page_size: int, restart: bool, only: str | None) -> None:
     from billops.config import load_settings
-    from billops.platforms.stripe.client import RESOURCES, StripePlatformClient
+    from billops.platforms.registry import build_client, missing_client_reason
     from billops.store import Database
 
     resources: list[str] | None = None
@@ -65,13 +89,27 @@ def sync_stripe(
         settings = load_settings()
     except BillopsError as exc:
         raise _fail(exc.message) from exc
-    if settings.stripe_api_key is None or not settings.stripe_api_key.get_secret_value():
-        raise _fail("BILLOPS_STRIPE_API_KEY is not set: export a restricted key (rk_…) or secret key (sk_…).")
+    try:
+        client = build_client(platform, settings)
+    except BillopsError as exc:
+        raise _fail(exc.message) from exc
+    if client is None:
+        raise _fail(f"cannot sync: {missing_client_reason(platform)}. See docs/platforms/{platform}.md.")
+    if not client.capabilities.backfill:
+        raise _fail(
+            f"{TITLES[platform]} offers no backfill through BillOps (see docs/platforms/{platform}.md)"
+        )
+    offered = client.backfill_resources()
+    if resources is not None:
+        missing = [r for r in resources if r not in offered]
+        if missing:
+            raise _fail(
+                f"{TITLES[platform]} cannot backfill {', '.join(missing)}; it offers {', '.join(offered)}"
+            )
 
     try:
         db = Database(settings.db_url)
         db.migrate()
-        client = StripePlatformClient(settings.stripe_api_key.get_secret_value(), settings.stripe_api_base)
     except BillopsError as exc:
         raise _fail(exc.message) from exc
 
@@ -111,12 +149,12 @@ def sync_stripe(
         cursors = sync_status(db, client.platform)
         db.dispose()
 
-    table = Table(title="Stripe sync")
+    table = Table(title=f"{TITLES[platform]} sync")
     table.add_column("resource")
     table.add_column("this run", justify="right")
     table.add_column("total", justify="right")
     table.add_column("status")
-    for resource in resources or RESOURCES:
+    for resource in resources or offered:
         row = cursors.get(resource)
         p = results.get(resource)
         status = "not started"

@@ -118,14 +118,20 @@ class Mirror:
                 row = self.s.get(model, (obj.platform, obj.id), populate_existing=True)
                 if row is None:
                     raise
-        if source_time < row.source_updated_at:
+        stored_version = row.data.get("source_version")
+        if obj.source_version is not None and stored_version is not None:
+            # The platform versions the object (Chargebee resource_version): that order wins over
+            # event times, which Chargebee's redeliveries (for up to 2 days) do not keep.
+            if obj.source_version < stored_version:
+                return False
+        elif source_time < row.source_updated_at:
             return False
         merged = _merge_missing(data, row.data)
         merged_obj = type(obj).model_validate(merged)
         row.data = merged_obj.model_dump(mode="json")
         for k, v in _columns(merged_obj).items():
             setattr(row, k, v)
-        row.source_updated_at = source_time
+        row.source_updated_at = max(source_time, row.source_updated_at)
         row.source = source
         return True
 

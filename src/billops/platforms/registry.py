@@ -2,30 +2,69 @@
 
 from __future__ import annotations
 
+from pydantic import SecretStr
+
 from billops.config import Settings
 from billops.errors import ConfigError
 from billops.platforms.base import PlatformClient
+from billops.store import Database
 
-PLATFORMS = ("stripe",)
-# Platforms whose webhooks BillOps ingests and decides on, but has no API client for yet: decisions are
-# made from the webhook data (mirror) alone and nothing is executed on the platform.
-INGEST_ONLY = ("chargebee",)
+PLATFORMS = ("stripe", "chargebee", "recurly", "zuora")
+
+_NEEDS = {
+    "stripe": "BILLOPS_STRIPE_API_KEY",
+    "chargebee": "BILLOPS_CHARGEBEE_SITE and BILLOPS_CHARGEBEE_API_KEY",
+    "recurly": "BILLOPS_RECURLY_API_KEY",
+    "zuora": "BILLOPS_ZUORA_API_URL, BILLOPS_ZUORA_CLIENT_ID and BILLOPS_ZUORA_CLIENT_SECRET",
+}
 
 
 def missing_client_reason(platform: str) -> str:
     """Why `build_client` gave None, for decision notes and skipped actions."""
-    if platform in INGEST_ONLY:
-        return f"BillOps has no {platform} API client yet (webhooks only)"
-    return f"no {platform} API key configured"
+    return f"no {platform} API credentials configured ({_NEEDS.get(platform, 'unknown platform')})"
 
 
-def build_client(platform: str, settings: Settings) -> PlatformClient | None:
+def _secret(value: SecretStr | None) -> str:
+    return value.get_secret_value() if value is not None else ""
+
+
+def build_client(platform: str, settings: Settings, db: Database | None = None) -> PlatformClient | None:
+    """The platform's API client from the settings, or None when its credentials are not configured.
+    `db` is needed by clients that keep an at-most-once ledger (Recurly); the process database otherwise."""
     if platform == "stripe":
-        if settings.stripe_api_key is None:
+        if not _secret(settings.stripe_api_key):
             return None
         from billops.platforms.stripe.client import StripePlatformClient
 
-        return StripePlatformClient(settings.stripe_api_key.get_secret_value(), settings.stripe_api_base)
-    if platform in INGEST_ONLY:
-        return None
+        return StripePlatformClient(_secret(settings.stripe_api_key), settings.stripe_api_base)
+    if platform == "chargebee":
+        if not settings.chargebee_site or not _secret(settings.chargebee_api_key):
+            return None
+        from billops.platforms.chargebee.client import ChargebeePlatformClient
+
+        return ChargebeePlatformClient(
+            settings.chargebee_site, _secret(settings.chargebee_api_key), settings.chargebee_api_url
+        )
+    if platform == "recurly":
+        if not _secret(settings.recurly_api_key):
+            return None
+        from billops.platforms.ledger import WriteLedger
+        from billops.platforms.recurly.client import RecurlyPlatformClient
+
+        return RecurlyPlatformClient(
+            _secret(settings.recurly_api_key),
+            region=settings.recurly_region,
+            api_url=settings.recurly_api_url,
+            ledger=WriteLedger(db or Database(settings.db_url)),
+        )
+    if platform == "zuora":
+        if not (
+            settings.zuora_api_url and settings.zuora_client_id and _secret(settings.zuora_client_secret)
+        ):
+            return None
+        from billops.platforms.zuora.client import ZuoraPlatformClient
+
+        return ZuoraPlatformClient(
+            settings.zuora_api_url, settings.zuora_client_id, _secret(settings.zuora_client_secret)
+        )
     raise ConfigError(f"unknown platform {platform!r}; supported: {', '.join(PLATFORMS)}")

@@ -133,8 +133,14 @@ def decide(
             rules=rules,
         )
         f_extra = {}
+    caps = set(ctx.capabilities) if ctx.capabilities is not None else None
+    platform_notes: list[str] = []
     other_pm = None
-    if route == "retry_and_notify" and f.other_usable_methods:
+    if caps is not None and "pay_with_other_method" not in caps and f.other_usable_methods:
+        platform_notes.append(
+            f"{ctx.platform} cannot pay an invoice with a chosen stored method: not offered"
+        )
+    elif route == "retry_and_notify" and f.other_usable_methods:
         failing = ctx.attempt.payment_method_id if ctx.attempt else None
         candidates = [pm for pm in ctx.payment_methods if pm.id != failing and pm.usable_at(ctx.failed_at)]
         candidates.sort(key=lambda pm: (not pm.is_default, pm.id))
@@ -231,6 +237,8 @@ def decide(
                     detail={"n": i + 1, "payment_method": other_pm if i == 0 else None},
                 )
             )
+    if caps is not None:
+        actions = _fit_to_platform(actions, caps, ctx.platform, platform_notes)
     return DecisionPlan(
         route=route,
         score=score.value,
@@ -243,7 +251,7 @@ def decide(
         actions=actions,
         messages=messages,
         features={**f.as_dict(), **f_extra},
-        context_notes=list(ctx.notes),
+        context_notes=[*ctx.notes, *platform_notes],
         versions={
             "scorer": score.scorer,
             "policy": policy.full_version,
@@ -253,6 +261,38 @@ def decide(
             **model_versions,
         },
     )
+
+
+# What each platform action needs from the client, and what the decision says when it is missing.
+_NEEDS = {
+    "card_update_link": (
+        "card_update_link",
+        "{p} offers no card-update link: the messages ask the customer to update the card in their account",
+    ),
+    "disable_platform_retries": (
+        "disable_native_retries",
+        "{p} cannot stop its own dunning for one invoice: its retries continue beside BillOps's unless "
+        "dunning is handed to BillOps in {p}'s settings (docs/platforms/{p}.md)",
+    ),
+    "write_note": ("write_note", "{p} offers no invoice note: none written"),
+    "retry_payment": ("retry_invoice", "{p} cannot retry a payment through BillOps: retries are advice only"),
+}
+
+
+def _fit_to_platform(actions: list[Action], caps: set[str], platform: str, notes: list[str]) -> list[Action]:
+    """Drop the actions the platform's client cannot do (capability flags), saying why once each.
+    Planned retries stay (they are the advice a human can act on) but are noted as not executable."""
+    kept = []
+    for a in actions:
+        need = _NEEDS.get(a.type)
+        if need is not None and need[0] not in caps:
+            note = need[1].format(p=platform)
+            if note not in notes:
+                notes.append(note)
+            if a.type != "retry_payment":
+                continue
+        kept.append(a)
+    return kept
 
 
 def _next_steps(f: RecoveryFeatures, ctx: RecoveryContext) -> list[str]:

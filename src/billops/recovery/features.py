@@ -23,6 +23,9 @@ class RecoveryContext:
     card_attempts: list[PaymentAttempt] = field(default_factory=list)  # this card's attempts, last 30 days
     payment_methods: list[PaymentMethod] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # e.g. "fresh read skipped: no API key"
+    # The platform client's capability flags that are on; None when no client is configured (every
+    # platform action is then skipped at execution, saying so).
+    capabilities: list[str] | None = None
 
 
 @dataclass(frozen=True)

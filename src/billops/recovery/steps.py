@@ -6,7 +6,7 @@ audited in the same transaction as the row it changes."""
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import asdict, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -98,7 +98,9 @@ def gather_context(event: dict[str, Any], fresh_read: bool) -> dict[str, Any]:
     ev = CanonicalEvent.model_validate(event)
     assert ev.invoice is not None
     platform, notes = ev.platform, []
-    client = rt.platform_client(platform) if fresh_read else None
+    configured = rt.platform_client(platform)
+    capabilities = [k for k, on in asdict(configured.capabilities).items() if on] if configured else None
+    client = configured if fresh_read else None
     fresh: dict[str, Any] = {}
     if fresh_read and client is None:
         notes.append(f"fresh read skipped: {missing_client_reason(platform)} (mirror only)")
@@ -158,6 +160,7 @@ def gather_context(event: dict[str, Any], fresh_read: bool) -> dict[str, Any]:
         card_attempts=card_attempts,
         payment_methods=methods,
         notes=notes,
+        capabilities=capabilities,
     )
     return {
         "ready": ready,

@@ -46,6 +46,9 @@ def test_implements_the_protocol_with_every_capability(client: StripePlatformCli
             caps.pay_with_other_method,
             caps.idempotency_keys,
             caps.backfill,
+            caps.pause_subscription,
+            caps.credit,
+            caps.coupon,
         ]
     )
     assert client.backfill_resources() == [
@@ -438,3 +441,45 @@ def test_billops_never_imports_localstripe() -> None:
         if re.search(r"^\s*(import|from)\s+localstripe\b", p.read_text(), re.M)
     ]
     assert offenders == []
+
+
+def test_pause_credit_and_coupon_send_the_documented_calls(
+    client: StripePlatformClient, proxy: RecordingProxy
+) -> None:
+    """localstripe has no pause_collection, balance transactions or discounts: the proxy answers these
+    like Stripe does, and the test checks exactly what the SDK sent."""
+    from datetime import UTC, datetime
+
+    from billops.domain import Money
+
+    sub = {"id": "sub_1", "object": "subscription", "status": "active"}
+    proxy.answer_next(200, sub, method="POST", path_pattern=r"^/v1/subscriptions/sub_1$", times=2)
+    proxy.answer_next(
+        200,
+        {"id": "cbtxn_1", "object": "customer_balance_transaction", "amount": -1500, "currency": "eur"},
+        method="POST",
+        path_pattern=r"^/v1/customers/cus_1/balance_transactions$",
+    )
+    resume = datetime(2026, 12, 1, tzinfo=UTC)
+    client.pause_subscription("sub_1", resume_at=resume, idempotency_key="wf-9:pause")
+    client.apply_credit(
+        "cus_1", Money(amount=1500, currency="EUR"), reason="goodwill", idempotency_key="wf-9:cr"
+    )
+    client.apply_coupon("cus_1", "WINBACK20", subscription_id="sub_1", idempotency_key="wf-9:coupon")
+
+    pause, coupon = proxy.find("POST", r"^/v1/subscriptions/sub_1$")
+    assert pause.form == {
+        "pause_collection[behavior]": "keep_as_draft",
+        "pause_collection[resumes_at]": str(int(resume.timestamp())),
+    }
+    assert pause.header("Idempotency-Key") == "wf-9:pause"
+    assert coupon.form == {"discounts[0][coupon]": "WINBACK20"}
+    assert coupon.header("Idempotency-Key") == "wf-9:coupon"
+    [credit] = proxy.find("POST", r"^/v1/customers/cus_1/balance_transactions$")
+    assert credit.form == {"amount": "-1500", "currency": "eur", "description": "goodwill"}
+    assert credit.header("Idempotency-Key") == "wf-9:cr"
+
+    with pytest.raises(InputError):
+        client.apply_credit("cus_1", Money(amount=0, currency="eur"), reason="x", idempotency_key="k")
+    with pytest.raises(InputError):
+        client.apply_coupon("cus_1", "X", subscription_id=None, idempotency_key="k")

@@ -23,7 +23,15 @@ from typing import Any, TypeVar, cast
 
 import stripe
 
-from billops.domain import Customer, Invoice, InvoiceStatus, PaymentAttempt, PaymentMethod, Subscription
+from billops.domain import (
+    Customer,
+    Invoice,
+    InvoiceStatus,
+    Money,
+    PaymentAttempt,
+    PaymentMethod,
+    Subscription,
+)
 from billops.errors import BillopsError, InputError, PlatformError
 from billops.platforms.base import BackfillPage, Capabilities, PayResult
 from billops.platforms.stripe.normalize import (
@@ -100,6 +108,9 @@ class StripePlatformClient:
         pay_with_other_method=True,
         idempotency_keys=True,
         backfill=True,
+        pause_subscription=True,
+        credit=True,
+        coupon=True,
     )
 
     def __init__(self, api_key: str, api_base: str | None = None, *, max_network_retries: int = 2) -> None:
@@ -407,6 +418,47 @@ class StripePlatformClient:
         if not isinstance(url, str) or not url:
             raise PlatformError("Stripe created a billing portal session without a URL", code="bad_response")
         return url
+
+    def pause_subscription(
+        self, subscription_id: str, *, resume_at: datetime | None, idempotency_key: str
+    ) -> None:
+        """Pause collection (`pause_collection`, behaviour `keep_as_draft`: invoices are still created
+        but not charged, and can be collected later), until `resume_at` when given."""
+        options = self._opts(idempotency_key)
+        pause: dict[str, Any] = {"behavior": "keep_as_draft"}
+        if resume_at is not None:
+            pause["resumes_at"] = int(resume_at.timestamp())
+        self._call(
+            f"subscriptions.update({subscription_id}, pause_collection)",
+            lambda: self._v1.subscriptions.update(
+                subscription_id, cast(Any, {"pause_collection": pause}), options
+            ),
+        )
+
+    def apply_credit(self, customer_id: str, amount: Money, *, reason: str, idempotency_key: str) -> None:
+        """A credit on the customer's balance (a negative balance transaction), used by the next invoices."""
+        if amount.amount <= 0:
+            raise InputError(f"a credit must be positive, got {amount.amount}")
+        options = self._opts(idempotency_key)
+        params = {"amount": -amount.amount, "currency": amount.currency, "description": reason[:350]}
+        self._call(
+            f"customers.balance_transactions.create({customer_id})",
+            lambda: self._v1.customers.balance_transactions.create(customer_id, cast(Any, params), options),
+        )
+
+    def apply_coupon(
+        self, customer_id: str, coupon: str, *, subscription_id: str | None, idempotency_key: str
+    ) -> None:
+        """Add an existing coupon to the subscription's discounts."""
+        if not subscription_id:
+            raise InputError("Stripe coupons are applied to a subscription: subscription_id is required")
+        options = self._opts(idempotency_key)
+        self._call(
+            f"subscriptions.update({subscription_id}, discounts)",
+            lambda: self._v1.subscriptions.update(
+                subscription_id, cast(Any, {"discounts": [{"coupon": coupon}]}), options
+            ),
+        )
 
     # ------------------------------------------------------------------ backfill
 
