@@ -122,3 +122,65 @@ def test_credentials_must_be_user_and_a_long_password() -> None:
         Settings(chargebee_webhook_credentials={"default": ["billops:short"]})
     with pytest.raises(ValidationError, match="has no credentials"):
         Settings(chargebee_webhook_credentials={"default": []})
+
+
+# ---------------------------------------------------------------- re-fetching events through the API
+
+
+@pytest.fixture
+def refetching(database_url: str, settings_factory: Any, runtime_factory: Any) -> Any:
+    from support.chargebee_api import FakeChargebeeAPI
+
+    with FakeChargebeeAPI() as api:
+        settings = settings_factory(
+            database_url,
+            chargebee_webhook_credentials={"default": [NEW]},
+            chargebee_site=api.site,
+            chargebee_api_key=api.api_key,
+            chargebee_api_url=api.url,
+            chargebee_refetch_events=True,
+        )
+        rt = runtime_factory(settings)
+        with TestClient(create_app(settings, manage_runtime=False)) as c:
+            c.rt = rt  # type: ignore[attr-defined]
+            c.api = api  # type: ignore[attr-defined]
+            yield c
+
+
+def test_refetch_trusts_the_api_copy_not_the_delivered_one(refetching: Any) -> None:
+    api = refetching.api
+    ev = event("payment_failed_insufficient_funds")
+    api.seed_event(ev)  # what Chargebee really sent
+    forged = json.loads(json.dumps(ev))
+    forged["content"]["transaction"]["amount"] = 1  # a tampered copy with valid credentials
+    r = post(refetching, json.dumps(forged).encode(), basic(NEW))
+    assert r.status_code == 200 and r.json()["status"] == "accepted", r.text
+    [fetch] = api.find("GET", rf"/events/{ev['id']}$")
+    assert fetch.basic_user == api.api_key
+    with refetching.rt.db.reader() as s:
+        row = s.scalar(sa.select(InboxEvent))
+        assert row.canonical["attempt"]["amount"] == ev["content"]["transaction"]["amount"]
+
+    # A redelivery is answered from the inbox, without another API read.
+    again = post(refetching, json.dumps(forged).encode(), basic(NEW))
+    assert again.json()["status"] == "duplicate"
+    assert len(api.find("GET", rf"/events/{ev['id']}$")) == 1
+    assert stored(refetching) == 1
+
+
+def test_refetch_refuses_an_event_chargebee_does_not_know(refetching: Any) -> None:
+    r = post(refetching, json.dumps(event()).encode(), basic(NEW))  # never seeded in the API
+    assert r.status_code == 422 and "chargebee API" in r.json()["error"]
+    assert stored(refetching) == 0
+
+
+def test_refetch_with_the_api_down_stores_nothing_and_asks_for_a_redelivery(refetching: Any) -> None:
+    api = refetching.api
+    ev = event()
+    api.seed_event(ev)
+    api.fail_next(503, path_pattern=r"/events/")
+    r = post(refetching, json.dumps(ev).encode(), basic(NEW))
+    assert r.status_code == 503 and "will redeliver" in r.json()["error"]
+    assert stored(refetching) == 0
+    assert post(refetching, json.dumps(ev).encode(), basic(NEW)).json()["status"] == "accepted"
+    assert stored(refetching) == 1
