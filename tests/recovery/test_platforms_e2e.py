@@ -42,7 +42,7 @@ class Harness(Protocol):
     def check_pay_request(self, req: Any, wf: str) -> None: ...
 
     # the writes (regexes over "METHOD /path") the approved actions make before the retry
-    action_writes: list[str]
+    action_writes: tuple[str, ...]
 
 
 # ---------------------------------------------------------------- Chargebee
@@ -51,11 +51,11 @@ class Harness(Protocol):
 class ChargebeeHarness:
     platform = "chargebee"
     CRED = "billops:e2e-password-1234"
-    action_writes = [  # stop dunning, comment, hosted card page
+    action_writes = (  # stop dunning, comment, hosted card page
         r"POST /api/v2/invoices/INV-\w+/stop_dunning$",
         r"POST /api/v2/comments$",
         r"POST /api/v2/hosted_pages/manage_payment_sources$",
-    ]
+    )
 
     def __init__(self, api: Any) -> None:
         self.api = api
