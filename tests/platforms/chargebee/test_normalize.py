@@ -509,3 +509,24 @@ def test_fuzz_mutated_fixtures(data: st.DataObject) -> None:
         op = data.draw(st.sampled_from(["delete", "replace"]))
         payload = _mutate(payload, path, op, data.draw(json_values))
     _normalize_or_reject(payload)
+
+
+@pytest.mark.parametrize(
+    ("event_type", "kind"),
+    [
+        ("dunning_updated", "invoice_finalized"),
+        ("payment_due_reminder", "other"),
+        ("transaction_updated", "other"),
+    ],
+)
+def test_dunning_reminder_and_transaction_updates_are_mirrored(event_type: str, kind: str) -> None:
+    raw = json.loads((FIXTURES / "payment_failed_insufficient_funds.json").read_text())
+    raw["event_type"] = event_type
+    ev = normalize_event(raw)
+    assert ev.kind.value == kind
+    assert ev.invoice is not None and ev.invoice.id == "INV-2026-0117" and ev.invoice.source_version
+    assert ev.attempt is not None and ev.attempt.source_version == 1793700000000
+    broken = json.loads(json.dumps(raw))
+    del broken["content"]["invoice" if event_type != "transaction_updated" else "transaction"]
+    with pytest.raises(WebhookRejected):
+        normalize_event(broken)

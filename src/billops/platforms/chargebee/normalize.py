@@ -547,6 +547,9 @@ EVENT_KINDS: dict[str, tuple[EventKind, str]] = {
     "payment_succeeded": (EventKind.payment_succeeded, "transaction"),
     "invoice_generated": (EventKind.invoice_created, "invoice"),
     "invoice_updated": (EventKind.invoice_finalized, "invoice"),  # refined by the invoice's status
+    "dunning_updated": (EventKind.invoice_finalized, "invoice"),  # refined by the invoice's status
+    "payment_due_reminder": (EventKind.other, "invoice"),  # mirrored; starts nothing
+    "transaction_updated": (EventKind.other, "transaction"),  # mirrored; payment_failed starts recovery
     "subscription_created": (EventKind.subscription_created, "subscription"),
     "subscription_started": (EventKind.subscription_created, "subscription"),
     "subscription_activated": (EventKind.subscription_updated, "subscription"),
@@ -610,7 +613,7 @@ def normalize_event(payload: Any) -> CanonicalEvent:
             }[required]
             if present is None:
                 raise reject(f"content.{required}", "required field is missing")
-        if event_type == "invoice_updated":
+        if event_type in ("invoice_updated", "dunning_updated"):
             kind = _invoice_kind(objs)
 
     return build(
