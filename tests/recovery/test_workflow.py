@@ -90,7 +90,9 @@ def test_assist_waits_then_approval_resumes_the_workflow(service: Callable[..., 
     actions = svc.audit_actions(wf)
     assert actions[:3] == ["recovery.decided", "approval.requested", "approval.approved"]
     assert "action.retry_payment" not in actions and actions[-1] == "recovery.finished"
-    assert done.outcome["final"]["why"] == "no stripe API credentials configured (BILLOPS_STRIPE_API_KEY): no payment can be retried"
+    assert done.outcome["final"]["why"] == (
+        "no stripe API credentials configured (BILLOPS_STRIPE_API_KEY): no payment can be retried"
+    )
     with svc.rt.db.reader() as s:
         rec = s.scalar(sa.select(AuditRecord).where(AuditRecord.action == "approval.approved"))
         assert rec.actor_type == "human" and rec.actor == "ops@example.com"
