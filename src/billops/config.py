@@ -35,24 +35,49 @@ Mode = Literal["shadow", "assist", "auto"]
 
 
 class ZuoraHmac(BaseModel):
-    """How a Zuora callout template signs its requests (Zuora lets the tenant choose all of it)."""
+    """How a Zuora callout template signs its requests. Zuora lets the tenant choose all of it: the hash
+    (`hmacAlgorithm`), the output format (`hmacOutputFormat` HEX/BASE64), the signed data (`hmacData`, with
+    `{{Request.Body}}` or merge fields), the header name (`hmacKey`) and its value around
+    `{{Request.HMAC.Signed}}` (`hmacValue`). See docs/platforms/zuora.md."""
 
     model_config = ConfigDict(extra="forbid")
 
     secrets: list[SecretStr] = Field(min_length=1, description="Accepted keys (several during a rotation).")
     header: str = Field(
-        default="X-BillOps-Signature", min_length=1, description="Header carrying the signature."
+        default="X-BillOps-Signature", min_length=1, description="Header carrying the signature (hmacKey)."
     )
-    algorithm: Literal["sha1", "sha256", "sha512"] = "sha256"
+    # Zuora also offers MD5, which is refused here on purpose.
+    algorithm: Literal["sha1", "sha224", "sha256", "sha384", "sha512"] = "sha256"
     encoding: Literal["hex", "base64"] = "hex"
-    prefix: str = Field(default="", description="Text before the signature in the header value, if any.")
+    prefix: str = Field(
+        default="", description="Text before {{Request.HMAC.Signed}} in the header value (hmacValue), if any."
+    )
     data_template: str = Field(
-        default="{eventId}.{timestamp}",
-        description="The signed data, rebuilt from the JSON body: `{field}` is the body's top-level field.",
+        default="{body}",
+        description="The signed data (hmacData) rebuilt from the request: `{body}` is the raw request body "
+        "(Zuora: {{Request.Body}}), `{field}` / `{object.field}` a string field of the JSON body (the same "
+        "merge field Zuora put there); `{{` and `}}` are literal braces.",
     )
     timestamp_field: str | None = Field(
-        default="timestamp", description="Body field holding the event time, checked against the tolerance."
+        default="timestamp",
+        description="Body field (dotted path) holding the event time, checked against the tolerance; "
+        "null turns the freshness check off.",
     )
+
+    @model_validator(mode="after")
+    def _signed_data_makes_sense(self) -> ZuoraHmac:
+        import re
+
+        if any(len(s.get_secret_value()) < 16 for s in self.secrets):
+            raise ValueError("HMAC secrets must be at least 16 characters")
+        fields = re.findall(r"(?<!\{)\{([A-Za-z_][A-Za-z0-9_.]*)\}(?!\})", self.data_template)
+        if not fields:
+            raise ValueError("data_template signs nothing of the request: use {body} or {field} placeholders")
+        if self.timestamp_field and "body" not in fields and self.timestamp_field not in fields:
+            raise ValueError(
+                f"data_template must sign the timestamp: include {{body}} or {{{self.timestamp_field}}}"
+            )
+        return self
 
 
 class ZuoraEndpoint(BaseModel):
@@ -147,6 +172,19 @@ class Settings(BaseSettings):
     )
     zuora_client_id: str | None = Field(default=None, description="OAuth client id (client credentials).")
     zuora_client_secret: SecretStr | None = Field(default=None, description="OAuth client secret.")
+    zuora_cpr_url: str | None = Field(
+        default=None,
+        description="Configurable Payment Retry API address, when it differs from BILLOPS_ZUORA_API_URL.",
+    )
+    zuora_cpr_username: str | None = Field(default=None, description="Configurable Payment Retry API user.")
+    zuora_cpr_api_token: SecretStr | None = Field(
+        default=None,
+        description="Configurable Payment Retry API token (with the user: removes an invoice "
+        "from Zuora's own retry cycle).",
+    )
+    zuora_credit_charge_id: str | None = Field(
+        default=None, description="Product rate plan charge used for credit memos (turns on `credit`)."
+    )
     zuora_webhook_endpoints: dict[str, ZuoraEndpoint] = Field(
         default_factory=dict,
         description="Per Zuora callout endpoint, how it authenticates: "
@@ -205,7 +243,7 @@ class Settings(BaseSettings):
                 raise ValueError(f"Recurly endpoint {endpoint!r} needs keys of at least 16 characters")
         return v
 
-    @field_validator("chargebee_api_url", "recurly_api_url", "zuora_api_url")
+    @field_validator("chargebee_api_url", "recurly_api_url", "zuora_api_url", "zuora_cpr_url")
     @classmethod
     def _http_url(cls, v: str | None) -> str | None:
         if v is not None:

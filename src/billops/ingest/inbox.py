@@ -34,12 +34,13 @@ def redelivered(rt: Runtime, platform: str, event_id: str) -> Accepted | None:
     """For events that need an API read before they are stored: a redelivery of a stored event is
     counted and answered as a duplicate without that read; None when the event is new."""
     with rt.db.session() as s:
-        n = s.execute(
+        row = s.scalar(
             sa.update(InboxEvent)
             .where(InboxEvent.platform == platform, InboxEvent.event_id == event_id)
             .values(deliveries=InboxEvent.deliveries + 1, last_delivery_at=datetime.now(UTC))
-        ).rowcount
-    if not n:
+            .returning(InboxEvent.id)
+        )
+    if row is None:
         return None
     return Accepted("duplicate", event_id, workflow_id_for(platform, event_id))
 

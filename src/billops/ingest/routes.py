@@ -24,7 +24,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from billops.domain import CanonicalEvent
+from billops.domain import CanonicalEvent, EventKind
 from billops.errors import BillopsError, PlatformError, WebhookRejected
 from billops.ingest import chargebee as chargebee_auth
 from billops.ingest import inbox
@@ -254,13 +254,35 @@ async def zuora_webhook(endpoint: str, request: Request) -> JSONResponse:
     from billops.ingest import zuora as zuora_auth
     from billops.platforms.zuora.normalize import normalize_event
 
-    settings = get_runtime().settings
+    rt = get_runtime()
+    settings = rt.settings
     headers = request.headers
+
+    def normalize(payload: Any) -> CanonicalEvent | Fetch:
+        event = normalize_event(payload)
+        if event.kind != EventKind.payment_failed or event.invoice is not None or event.attempt is None:
+            return event
+        # A Payment Declined callout cannot carry the invoice (Zuora's Payment has no invoice field):
+        # find it through the API, or store the event without one (no recovery starts; said in the docs).
+        client = rt.platform_client("zuora")
+        if client is None:
+            return event
+        return Fetch(event.event_id, lambda: _zuora_with_invoice(event, client))
+
     return await receive(
         "zuora",
         endpoint,
         request,
         lambda body: zuora_auth.verify(settings, endpoint, body, headers),
-        normalize_event,
+        normalize,
         challenge=zuora_auth.CHALLENGE,
     )
+
+
+def _zuora_with_invoice(event: CanonicalEvent, client: Any) -> CanonicalEvent:
+    assert event.attempt is not None
+    invoice = client.invoice_for_payment(event.attempt.id)
+    if invoice is None:
+        return event
+    attempt = event.attempt.model_copy(update={"invoice_id": invoice.id})
+    return event.model_copy(update={"invoice": invoice, "attempt": attempt})

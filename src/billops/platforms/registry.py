@@ -64,7 +64,17 @@ def build_client(platform: str, settings: Settings, db: Database | None = None) 
             return None
         from billops.platforms.zuora.client import ZuoraPlatformClient
 
+        cpr = (
+            (settings.zuora_cpr_username, _secret(settings.zuora_cpr_api_token))
+            if settings.zuora_cpr_username and _secret(settings.zuora_cpr_api_token)
+            else None
+        )
         return ZuoraPlatformClient(
-            settings.zuora_api_url, settings.zuora_client_id, _secret(settings.zuora_client_secret)
+            settings.zuora_api_url,
+            settings.zuora_client_id,
+            _secret(settings.zuora_client_secret),
+            retry_api_url=settings.zuora_cpr_url,
+            retry_api_credentials=cpr,
+            credit_charge_id=settings.zuora_credit_charge_id,
         )
     raise ConfigError(f"unknown platform {platform!r}; supported: {', '.join(PLATFORMS)}")
