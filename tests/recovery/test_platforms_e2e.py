@@ -123,9 +123,95 @@ def chargebee() -> Iterator[ChargebeeHarness]:
         yield ChargebeeHarness(api)
 
 
+# ---------------------------------------------------------------- Zuora
+
+
+class ZuoraHarness:
+    """A Payment Declined callout (our documented template, preemptive Basic auth). It carries no
+    invoice: BillOps finds it through the API before storing the event."""
+
+    platform = "zuora"
+    CRED = "zuora:e2e-password-1234"
+    action_writes = (r"PUT /v1/invoices/INV\w+$",)  # autoPay off, then the comment
+
+    def __init__(self, api: Any) -> None:
+        self.api = api
+        self.invoice_id = ""
+        self.pm_id = ""
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            "zuora_webhook_endpoints": {"default": {"basic": [self.CRED]}},
+            "zuora_api_url": self.api.url,
+            "zuora_client_id": self.api.client_id,
+            "zuora_client_secret": self.api.client_secret,
+        }
+
+    def post_failure(self, client: TestClient) -> str:
+        from datetime import UTC, datetime, timedelta
+
+        tag = uuid.uuid4().hex[:10]
+        account, self.pm_id, self.invoice_id, payment = f"A{tag}", f"PM{tag}", f"INV{tag}", f"P{tag}"
+        now = datetime.now(UTC) - timedelta(minutes=1)
+        self.api.add_account(account, default_payment_method=self.pm_id)
+        self.api.add_payment_method(self.pm_id, account)
+        self.api.add_invoice(self.invoice_id, account, amount="49.99", posted=now - timedelta(hours=1))
+        self.api.add_payment(
+            payment, account, amount="49.99", created=now, payment_method=self.pm_id,
+            gateway_code="card_declined",
+            gateway_response="[card_error/card_declined/insufficient_funds] Insufficient funds.",
+        )  # fmt: skip
+        body = json.loads((FIXTURES / "zuora" / "payment_declined_insufficient_funds.json").read_text())
+        body["timestamp"] = now.isoformat()
+        body["account"]["id"] = body["payment"]["accountId"] = body["paymentMethod"]["accountId"] = account
+        body["account"]["defaultPaymentMethodId"] = body["payment"]["paymentMethodId"] = self.pm_id
+        body["paymentMethod"]["id"] = self.pm_id
+        body["payment"]["id"] = payment
+        body["payment"]["createdDate"] = body["payment"]["updatedDate"] = now.isoformat()
+        auth = "Basic " + base64.b64encode(self.CRED.encode()).decode()
+        r = client.post(
+            "/webhooks/zuora/default",
+            content=json.dumps(body).encode(),
+            headers={"authorization": auth, "content-type": "application/json"},
+        )
+        assert r.status_code == 200, r.text
+        return str(r.json()["workflow_id"])
+
+    def decline_next_pay(self) -> None:
+        self.api.decline(
+            self.pm_id, "card_declined", "[card_error/card_declined/insufficient_funds] Insufficient funds."
+        )
+
+    def pay_requests(self) -> list[Any]:
+        return list(self.api.find("POST", r"^/v1/payments$"))
+
+    def writes(self) -> list[str]:
+        return [
+            f"{r.method} {r.path}"
+            for r in self.api.requests
+            if r.method != "GET" and r.path != "/oauth/token"
+        ]
+
+    def invoice_paid(self) -> bool:
+        return bool(self.api.state.invoices[self.invoice_id]["balance"] == 0)
+
+    def check_pay_request(self, req: Any, wf: str) -> None:
+        assert req.header("Idempotency-Key") == f"{wf}:pay:1"
+        assert (req.header("Authorization") or "").startswith("Bearer ")
+        assert req.json["invoices"][0]["invoiceId"] == self.invoice_id
+
+
+@pytest.fixture
+def zuora() -> Iterator[ZuoraHarness]:
+    from support.zuora_api import FakeZuoraAPI
+
+    with FakeZuoraAPI() as api:
+        yield ZuoraHarness(api)
+
+
 # ---------------------------------------------------------------- the tests, per platform
 
-PLATFORMS = ["chargebee"]
+PLATFORMS = ["chargebee", "zuora"]
 
 
 @pytest.fixture(params=PLATFORMS)
