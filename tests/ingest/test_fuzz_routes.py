@@ -24,6 +24,7 @@ from support.helpers import sign
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
 CB_CRED = "billops:fuzz-password-1234"
+ZUORA_CRED = "zuora:fuzz-password-1234"
 OK = {200, 400, 401, 404, 413, 422, 503}
 
 json_values = st.recursive(
@@ -72,7 +73,11 @@ def load(platform: str) -> list[dict[str, Any]]:
 
 @pytest.fixture
 def app(database_url: str, settings_factory: Any, runtime_factory: Any) -> Iterator[TestClient]:
-    settings = settings_factory(database_url, chargebee_webhook_credentials={"default": [CB_CRED]})
+    settings = settings_factory(
+        database_url,
+        chargebee_webhook_credentials={"default": [CB_CRED]},
+        zuora_webhook_endpoints={"default": {"basic": [ZUORA_CRED]}},
+    )
     rt = runtime_factory(settings)
     with TestClient(create_app(settings, manage_runtime=False)) as c:
         c.rt = rt  # type: ignore[attr-defined]
@@ -112,3 +117,11 @@ def test_stripe_route_never_500s(app: TestClient, payload: dict[str, Any]) -> No
 def test_chargebee_route_never_500s(app: TestClient, payload: dict[str, Any]) -> None:
     auth = "Basic " + base64.b64encode(CB_CRED.encode()).decode()
     check(app, "/webhooks/chargebee/default", json.dumps(payload).encode(), {"authorization": auth})
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+@FUZZ
+@given(payload=mutated(load("zuora")))
+def test_zuora_route_never_500s(app: TestClient, payload: dict[str, Any]) -> None:
+    auth = "Basic " + base64.b64encode(ZUORA_CRED.encode()).decode()
+    check(app, "/webhooks/zuora/default", json.dumps(payload).encode(), {"authorization": auth})
