@@ -66,7 +66,7 @@ def fetched(platform: str, fetch: Callable[[], CanonicalEvent]) -> CanonicalEven
     try:
         return fetch()
     except PlatformError as exc:
-        if exc.code == "not_found":
+        if exc.code in ("not_found", "unreadable_response"):
             raise WebhookRejected(f"{platform} API: {exc.message}", status=422) from exc
         raise WebhookRejected(
             f"{platform} API read failed, nothing stored; the platform will redeliver: {exc.message}",
