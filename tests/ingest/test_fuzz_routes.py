@@ -25,6 +25,7 @@ from support.helpers import sign
 FIXTURES = Path(__file__).parents[1] / "fixtures"
 CB_CRED = "billops:fuzz-password-1234"
 ZUORA_CRED = "zuora:fuzz-password-1234"
+RECURLY_KEY = "recurly-fuzz-webhook-key-0001"
 OK = {200, 400, 401, 404, 413, 422, 503}
 
 json_values = st.recursive(
@@ -73,15 +74,22 @@ def load(platform: str) -> list[dict[str, Any]]:
 
 @pytest.fixture
 def app(database_url: str, settings_factory: Any, runtime_factory: Any) -> Iterator[TestClient]:
-    settings = settings_factory(
-        database_url,
-        chargebee_webhook_credentials={"default": [CB_CRED]},
-        zuora_webhook_endpoints={"default": {"basic": [ZUORA_CRED]}},
-    )
-    rt = runtime_factory(settings)
-    with TestClient(create_app(settings, manage_runtime=False)) as c:
-        c.rt = rt  # type: ignore[attr-defined]
-        yield c
+    from support.recurly_api import FakeRecurlyAPI
+
+    with FakeRecurlyAPI() as recurly:  # Recurly's thin envelopes are enriched through its API
+        recurly.seed_fixtures()
+        settings = settings_factory(
+            database_url,
+            chargebee_webhook_credentials={"default": [CB_CRED]},
+            zuora_webhook_endpoints={"default": {"basic": [ZUORA_CRED]}},
+            recurly_webhook_keys={"default": [RECURLY_KEY]},
+            recurly_api_key=recurly.api_key,
+            recurly_api_url=recurly.url,
+        )
+        rt = runtime_factory(settings)
+        with TestClient(create_app(settings, manage_runtime=False)) as c:
+            c.rt = rt  # type: ignore[attr-defined]
+            yield c
 
 
 def inbox_count(client: Any) -> int:
@@ -125,3 +133,17 @@ def test_chargebee_route_never_500s(app: TestClient, payload: dict[str, Any]) ->
 def test_zuora_route_never_500s(app: TestClient, payload: dict[str, Any]) -> None:
     auth = "Basic " + base64.b64encode(ZUORA_CRED.encode()).decode()
     check(app, "/webhooks/zuora/default", json.dumps(payload).encode(), {"authorization": auth})
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+@FUZZ
+@given(payload=mutated(load("recurly/webhooks")))
+def test_recurly_route_never_500s(app: TestClient, payload: dict[str, Any]) -> None:
+    import hashlib
+    import hmac
+    import time
+
+    body = json.dumps(payload).encode()
+    ts = str(int(time.time()))
+    sig = hmac.new(RECURLY_KEY.encode(), ts.encode() + b"." + body, hashlib.sha256).hexdigest()
+    check(app, "/webhooks/recurly/default", body, {"recurly-signature": f"{ts},{sig}"})

@@ -209,9 +209,101 @@ def zuora() -> Iterator[ZuoraHarness]:
         yield ZuoraHarness(api)
 
 
+# ---------------------------------------------------------------- Recurly
+
+
+class RecurlyHarness:
+    """A signed thin `payment.failed` envelope naming only the transaction: BillOps fetches the
+    transaction, its invoice and account before storing the event. Recurly has no idempotency keys:
+    the collect goes through the at-most-once ledger."""
+
+    platform = "recurly"
+    KEY = "recurly-e2e-webhook-key-0001"
+    action_writes = (r"POST /accounts/\w+/notes$",)  # no per-invoice dunning stop on Recurly
+
+    def __init__(self, api: Any) -> None:
+        self.api = api
+        self.invoice_id = ""
+        self.rt: Any = None
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            "recurly_webhook_keys": {"default": [self.KEY]},
+            "recurly_api_key": self.api.api_key,
+            "recurly_api_url": self.api.url,
+        }
+
+    def post_failure(self, client: TestClient) -> str:
+        import hashlib
+        import hmac
+        from datetime import UTC, datetime, timedelta
+
+        self.api.seed_fixtures()
+        now = datetime.now(UTC) - timedelta(minutes=1)
+        stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+        tag = uuid.uuid4().hex
+        inv = self.api.get("invoices", "i1001adapast")
+        txn = self.api.get("transactions", "t1ada0decl01")
+        self.invoice_id = inv["id"] = f"i{tag[:11]}"
+        inv["number"] = str(5000 + int(tag[:4], 16))
+        inv["created_at"] = inv["updated_at"] = inv["due_at"] = stamp
+        txn["id"], txn["uuid"] = f"t{tag[:11]}", tag
+        txn["created_at"] = txn["updated_at"] = txn["collected_at"] = stamp
+        txn["invoice"] = {**txn["invoice"], "id": inv["id"], "number": inv["number"]}
+        inv["transactions"] = [txn]
+        self.api.seed("invoices", inv)
+        self.api.seed("transactions", txn)
+        body = json.dumps(
+            {
+                "id": f"r{tag[:11]}",
+                "object_type": "payment",
+                "site_id": "s7bx2kq9m4pd",
+                "event_type": "failed",
+                "event_time": stamp,
+                "uuid": tag,
+            }
+        ).encode()
+        ts = str(int(time.time() * 1000))
+        sig = hmac.new(self.KEY.encode(), ts.encode() + b"." + body, hashlib.sha256).hexdigest()
+        r = client.post(
+            "/webhooks/recurly/default",
+            content=body,
+            headers={"recurly-signature": f"{ts},{sig}", "content-type": "application/json"},
+        )
+        assert r.status_code == 200, r.text
+        return str(r.json()["workflow_id"])
+
+    def decline_next_pay(self) -> None:
+        self.api.decline_next_collect(code="insufficient_funds", decline_code="insufficient_funds")
+
+    def pay_requests(self) -> list[Any]:
+        return list(self.api.find("PUT", rf"/invoices/{self.invoice_id}/collect$"))
+
+    def writes(self) -> list[str]:
+        return [f"{r.method} {r.path}" for r in self.api.writes()]
+
+    def invoice_paid(self) -> bool:
+        return bool(self.api.get("invoices", self.invoice_id)["state"] == "paid")
+
+    def check_pay_request(self, req: Any, wf: str) -> None:
+        assert req.basic_credentials == (self.api.api_key, "")
+        from billops.platforms.ledger import WriteLedger
+        from billops.runtime import get_runtime
+
+        assert WriteLedger(get_runtime().db).status(f"{wf}:pay:1") == "done"
+
+
+@pytest.fixture
+def recurly() -> Iterator[RecurlyHarness]:
+    from support.recurly_api import FakeRecurlyAPI
+
+    with FakeRecurlyAPI() as api:
+        yield RecurlyHarness(api)
+
+
 # ---------------------------------------------------------------- the tests, per platform
 
-PLATFORMS = ["chargebee", "zuora"]
+PLATFORMS = ["chargebee", "recurly", "zuora"]
 
 
 @pytest.fixture(params=PLATFORMS)
