@@ -9,6 +9,7 @@ classified by the decline taxonomy (`data/declines.yaml`).
 from __future__ import annotations
 
 import re
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -80,3 +81,28 @@ def load_platform_declines(path: str, platform: str) -> PlatformDeclines:
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise ConfigError(f"platform declines {p}: cannot be read: {exc}") from exc
     return parse_platform_declines(raw, str(p), platform)
+
+
+def choose_code(
+    mapping: PlatformDeclines,
+    known: Collection[str],
+    *,
+    decline_code: str | None,
+    values: Sequence[str | None],
+    fallback: str | None = None,
+) -> str:
+    """The canonical decline code for a platform's failure fields, most specific first: a `decline_code`
+    the taxonomy knows (`known`); else the first of `values` the mapping turns into something more
+    specific than its default; else the unknown `decline_code` itself (the taxonomy then says it is
+    unknown); else `fallback`; else the first mapped value, or the mapping's default."""
+    if decline_code and decline_key(decline_code) in known:
+        return decline_key(decline_code)
+    mapped = [mapping.lookup(v) for v in values]
+    specific = next((m for m in mapped if m and m != mapping.default), None)
+    if specific is not None:
+        return specific
+    if decline_code and decline_key(decline_code):
+        return decline_key(decline_code)
+    if fallback is not None:
+        return fallback
+    return next((m for m in mapped if m), None) or mapping.default

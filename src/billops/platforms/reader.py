@@ -147,6 +147,23 @@ class Reader:
             return None
         return Reader.of(v, self.at(key))
 
+    def objs(self, key: str) -> list[Reader]:
+        """A JSON array of objects (missing or null: empty)."""
+        v = self.d.get(key)
+        if v is None:
+            return []
+        if not isinstance(v, list):
+            raise reject(self.at(key), f"expected a list, got {json_type(v)}")
+        return [Reader.of(item, f"{self.at(key)}[{i}]") for i, item in enumerate(v)]
+
+    def opt_code(self, key: str) -> str | None:
+        """A code platforms send as a string, though some gateways send a number; blank is None."""
+        v = self.d.get(key)
+        if isinstance(v, int) and not isinstance(v, bool):
+            return str(v)
+        s = self.opt_str(key)
+        return s.strip() or None if s is not None else None
+
     def expanded(self, key: str) -> Reader | None:
         """An expandable field: the object when expanded, None when it is only an id (or null)."""
         v = self.d.get(key)
@@ -200,3 +217,18 @@ def envelope_str(env: Reader, key: str) -> str:
     if not value.strip():
         raise reject(env.at(key), "must not be blank")
     return value
+
+
+# Readers of an optional object (None when the parent is missing), shared by the normalizers.
+
+
+def maybe_str(r: Reader | None, key: str) -> str | None:
+    return r.opt_str(key) if r is not None else None
+
+
+def maybe_obj(r: Reader | None, key: str) -> Reader | None:
+    return r.obj(key) if r is not None else None
+
+
+def maybe_code(r: Reader | None, key: str) -> str | None:
+    return r.opt_code(key) if r is not None else None

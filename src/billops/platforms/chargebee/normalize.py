@@ -38,9 +38,11 @@ from billops.domain.declines import load_taxonomy
 from billops.domain.events import CanonicalEvent, EventKind
 from billops.errors import WebhookRejected
 from billops.platforms import declines as _declines
-from billops.platforms.declines import PlatformDeclines
-from billops.platforms.declines import decline_key as _key
-from billops.platforms.reader import Reader, build, envelope_str, json_type, reject
+from billops.platforms.declines import PlatformDeclines, choose_code
+from billops.platforms.reader import Reader, build, envelope_str, reject
+from billops.platforms.reader import maybe_code as _code
+from billops.platforms.reader import maybe_obj as _obj
+from billops.platforms.reader import maybe_str as _str
 
 __all__ = [
     "EVENT_KINDS",
@@ -70,35 +72,6 @@ def parse_platform_declines(raw: Any, source: str) -> PlatformDeclines:
 
 # ---------------------------------------------------------------------------------------------
 # small readers
-
-
-def _str(r: Reader | None, key: str) -> str | None:
-    return r.opt_str(key) if r is not None else None
-
-
-def _obj(r: Reader | None, key: str) -> Reader | None:
-    return r.obj(key) if r is not None else None
-
-
-def _list(r: Reader, key: str) -> list[Reader]:
-    """A JSON array of objects (Chargebee lists are bare arrays)."""
-    v = r.d.get(key)
-    if v is None:
-        return []
-    if not isinstance(v, list):
-        raise reject(r.at(key), f"expected a list, got {json_type(v)}")
-    return [Reader.of(item, f"{r.at(key)}[{i}]") for i, item in enumerate(v)]
-
-
-def _code(r: Reader | None, key: str) -> str | None:
-    """A code that Chargebee sends as a string, though some gateways send a number."""
-    if r is None:
-        return None
-    v = r.d.get(key)
-    if isinstance(v, int) and not isinstance(v, bool):
-        return str(v)
-    s = r.opt_str(key)
-    return s.strip() or None if s is not None else None
 
 
 _BRANDS = {"american_express": "amex", "american express": "amex", "diners_club": "diners",
@@ -210,18 +183,14 @@ def decline(txn: Reader, *, network: str | None) -> Decline:
     network_error = _code(detail, "network_error_code")
     processor_advice = _code(detail, "processor_advice_code")
 
-    code: str | None = None
-    if decline_code and _key(decline_code) in taxonomy.codes:
-        code = _key(decline_code)
-    if code is None:
-        mapped = [mapping.lookup(v) for v in (decline_code, error_code, error_text)]
-        code = next((m for m in mapped if m and m != mapping.default), None)
-        if code is None and decline_code:
-            code = _key(decline_code) or None  # unknown: the taxonomy's unknown category, said so
-        if code is None and not error_code and not error_text and txn.opt_str("status") == "timeout":
-            code = "issuer_not_available"  # the gateway did not answer: nothing was declined
-        if code is None:
-            code = next((m for m in mapped if m), None) or mapping.default
+    timed_out = not error_code and not error_text and txn.opt_str("status") == "timeout"
+    code = choose_code(
+        mapping,
+        taxonomy.codes,
+        decline_code=decline_code,
+        values=(decline_code, error_code, error_text),
+        fallback="issuer_not_available" if timed_out else None,  # the gateway did not answer
+    )
 
     advice = processor_advice.lower() if processor_advice else None
     mac: str | None = None
@@ -251,7 +220,7 @@ def transaction_attempt(
     outcome = _TXN_OUTCOMES.get(status)
     if outcome is None:
         raise reject(r.at("status"), f"expected one of {', '.join(sorted(_TXN_OUTCOMES))}, got {status!r}")
-    linked = _list(r, "linked_invoices")
+    linked = r.objs("linked_invoices")
     linked_invoice = linked[0].opt_str("invoice_id") if linked else None
     masked_last4 = _last4(r.opt_str("masked_card_number"))
     if card is None and masked_last4 is not None:
@@ -309,10 +278,10 @@ def invoice(r: Reader) -> Invoice:
         amount_due = max((total or 0) - credits, 0)
         remaining = 0 if status in (InvoiceStatus.paid, InvoiceStatus.void) else max(amount_due - paid, 0)
 
-    payments = _list(r, "linked_payments")
+    payments = r.objs("linked_payments")
     latest = max(payments, key=lambda p: p.opt_int("txn_date") or 0) if payments else None
-    attempts = _list(r, "dunning_attempts")
-    lines = _list(r, "line_items")
+    attempts = r.objs("dunning_attempts")
+    lines = r.objs("line_items")
     plan_line = next(
         (li for li in lines if (li.opt_str("entity_type") or "") in ("plan", "plan_item_price")),
         lines[0] if lines else None,
@@ -368,7 +337,7 @@ def _line_amount(item: Reader, unit_key: str, qty_key: str, amount_key: str) -> 
 
 def subscription(r: Reader) -> Subscription:
     status = r.req_str("status")
-    items = _list(r, "subscription_items")  # Product Catalog 2.0
+    items = r.objs("subscription_items")  # Product Catalog 2.0
     plan_id: str | None
     amount: int | None
     if items:
@@ -383,7 +352,7 @@ def subscription(r: Reader) -> Subscription:
     else:  # Product Catalog 1.0
         plan_id = r.opt_str("plan_id")
         amount = _line_amount(r, "plan_unit_price", "plan_quantity", "plan_amount") if plan_id else None
-        for addon in _list(r, "addons"):
+        for addon in r.objs("addons"):
             line = _line_amount(addon, "unit_price", "quantity", "amount")
             amount = None if line is None or amount is None else amount + line
     period = r.opt_int("billing_period")

@@ -59,9 +59,10 @@ from billops.domain.billing import (
 from billops.domain.declines import load_taxonomy
 from billops.domain.events import CanonicalEvent, EventKind
 from billops.platforms import declines as _declines
-from billops.platforms.declines import PlatformDeclines
-from billops.platforms.declines import decline_key as _key
+from billops.platforms.declines import PlatformDeclines, choose_code
 from billops.platforms.reader import Reader, build, envelope_str, json_type, reject
+from billops.platforms.reader import maybe_code as _code
+from billops.platforms.reader import maybe_str as _str
 
 if TYPE_CHECKING:
     from billops.platforms.recurly.client import RecurlyPlatformClient
@@ -93,31 +94,6 @@ def load_platform_declines(path: str = "builtin") -> PlatformDeclines:
 
 # ---------------------------------------------------------------------------------------------
 # small readers
-
-
-def _str(r: Reader | None, key: str) -> str | None:
-    return r.opt_str(key) if r is not None else None
-
-
-def _code(r: Reader | None, key: str) -> str | None:
-    """A code Recurly sends as a string (some gateways put a number there)."""
-    if r is None:
-        return None
-    v = r.d.get(key)
-    if isinstance(v, int) and not isinstance(v, bool):
-        return str(v)
-    s = r.opt_str(key)
-    return s.strip() or None if s is not None else None
-
-
-def _list(r: Reader, key: str) -> list[Reader]:
-    """A JSON array of objects (Recurly embeds lists as bare arrays)."""
-    v = r.d.get(key)
-    if v is None:
-        return []
-    if not isinstance(v, list):
-        raise reject(r.at(key), f"expected a list, got {json_type(v)}")
-    return [Reader.of(item, f"{r.at(key)}[{i}]") for i, item in enumerate(v)]
 
 
 def parse_time(value: Any, path: str) -> datetime | None:
@@ -271,18 +247,9 @@ def decline(txn: Reader, error: Reader | None = None, *, network: str | None = N
     gateway_code = _code(txn, "gateway_response_code")
     category = _code(error, "category")
 
-    code: str | None = None
-    if decline_code and _key(decline_code) in taxonomy.codes:
-        code = _key(decline_code)
-    if code is None:
-        values = (decline_code, status_code, error_code, status_message, gateway_code)
-        mapped = [mapping.lookup(v) for v in values]
-        mapped.append(mapping.lookup(f"category_{category}") if category else None)
-        code = next((m for m in mapped if m and m != mapping.default), None)
-        if code is None and decline_code:
-            code = _key(decline_code) or None  # unknown to both: the taxonomy says it is unknown
-        if code is None:
-            code = next((m for m in mapped if m), None) or mapping.default
+    values = (decline_code, status_code, error_code, status_message, gateway_code)
+    category_value = f"category_{category}" if category else None
+    code = choose_code(mapping, taxonomy.codes, decline_code=decline_code, values=(*values, category_value))
 
     mac = _advice(txn, error) if network in (None, "mastercard") else None
     ndc = gateway_code if network == "visa" and gateway_code and len(gateway_code) <= 2 else None
@@ -376,10 +343,10 @@ def invoice(r: Reader) -> Invoice:
     if balance is None:
         balance = max(total - paid, 0) if status == InvoiceStatus.open else 0
 
-    txns = _list(r, "transactions")
+    txns = r.objs("transactions")
     latest = latest_payment(txns)
     payments = [t for t in txns if (t.lower_str("type") or "purchase") in _PAYMENT_TYPES]
-    lines = _list(r, "line_items")
+    lines = r.objs("line_items")
     plan_line = next((li for li in lines if li.opt_str("plan_code") or li.opt_str("plan_id")), None)
     period_line = plan_line or (lines[0] if lines else None)
     subs = r.d.get("subscription_ids")
@@ -526,7 +493,7 @@ def recurly_transaction_attempt(obj: Any, error: Any = None) -> PaymentAttempt:
 def recurly_invoice_latest_attempt(obj: Any) -> PaymentAttempt | None:
     """The newest purchase/capture among the transactions an `Invoice` embeds."""
     r = Reader.of(obj, "invoice")
-    latest = latest_payment(_list(r, "transactions"))
+    latest = latest_payment(r.objs("transactions"))
     return transaction_attempt(latest, invoice_id=r.opt_str("id")) if latest is not None else None
 
 

@@ -224,19 +224,6 @@ def _need_currency(r: Reader, fallback: str | None) -> str:
     return cur
 
 
-def _obj(r: Reader | None, key: str) -> Reader | None:
-    return r.obj(key) if r is not None else None
-
-
-def _list(r: Reader, key: str) -> list[Reader]:
-    v = r.d.get(key)
-    if v is None:
-        return []
-    if not isinstance(v, list):
-        raise reject(r.at(key), f"expected a list, got {json_type(v)}")
-    return [Reader.of(item, f"{r.at(key)}[{i}]") for i, item in enumerate(v)]
-
-
 def _word(value: str) -> str:
     return re.sub(r"[^a-z0-9]", "", value.lower())
 
@@ -374,7 +361,7 @@ def payment_attempt(
         raise reject(
             r.at("createdDate"), "required field is missing (no createdDate, updatedDate or effectiveDate)"
         )
-    applications = _list(r, "paymentApplications")
+    applications = r.objs("paymentApplications")
     applied = next((a for a in (_text(p, "invoiceId") for p in applications) if a), None)
     method = r.obj("paymentMethod") if isinstance(r.d.get("paymentMethod"), dict) else None
     if card is None and method is not None:
@@ -430,7 +417,7 @@ def invoice(r: Reader, *, currency: str | None = None, account_id: str | None = 
     paid = _money(r, "paymentAmount", cur)
     if paid is None:
         paid = max(total - remaining, 0) if status != InvoiceStatus.void else 0
-    items = _list(r, "invoiceItems")
+    items = r.objs("invoiceItems")
     sub_item = next((i for i in items if _text(i, "subscriptionId")), items[0] if items else None)
     recurring = _bool(r, "includesRecurring")
     return build(
