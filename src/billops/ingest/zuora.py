@@ -29,6 +29,7 @@ from typing import Any
 
 from billops.config import Settings, ZuoraHmac
 from billops.errors import BillopsError, NotFound, WebhookRejected
+from billops.ingest.basic_auth import check_basic
 from billops.platforms.zuora.normalize import parse_time
 
 CHALLENGE = 'Basic realm="billops-zuora", charset="UTF-8"'
@@ -43,7 +44,7 @@ def verify(settings: Settings, endpoint: str, body: bytes, headers: Mapping[str,
     if config is None:
         raise NotFound(f"no Zuora callout endpoint {endpoint!r} is configured")
     if config.basic:
-        _check_basic([c.get_secret_value() for c in config.basic], _header(headers, "authorization"))
+        check_basic([c.get_secret_value() for c in config.basic], _header(headers, "authorization"))
     if config.hmac is not None:
         _check_hmac(config.hmac, body, headers, settings.webhook_tolerance_seconds)
 
@@ -57,23 +58,6 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
 
 
 # ------------------------------------------------------------------ HTTP Basic
-
-
-def _check_basic(credentials: list[str], header: str | None) -> None:
-    if not header:
-        raise WebhookRejected("missing Authorization header (HTTP Basic)", status=401)
-    scheme, _, token = header.strip().partition(" ")
-    if scheme.lower() != "basic" or not token.strip():
-        raise WebhookRejected("Authorization is not HTTP Basic", status=401)
-    try:
-        given = base64.b64decode(token.strip(), validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise WebhookRejected("malformed HTTP Basic credentials", status=401) from exc
-    ok = False
-    for cred in credentials:  # every candidate is compared: the timing does not tell which one matched
-        ok |= hmac.compare_digest(given, cred.encode("utf-8"))
-    if not ok:
-        raise WebhookRejected("HTTP Basic credentials do not match this endpoint", status=401)
 
 
 # ------------------------------------------------------------------ HMAC
