@@ -11,6 +11,7 @@ from rich.table import Table
 
 from billops.errors import BillopsError
 from billops.mirror.sync import SyncProgress, sync_platform, sync_status
+from billops.platforms.base import RESOURCES
 
 sync_app = typer.Typer(
     help="Backfill the local mirror (customers, subscriptions, invoices, payment attempts, payment methods) "
@@ -34,7 +35,6 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
 
 
 TITLES = {"stripe": "Stripe", "chargebee": "Chargebee", "recurly": "Recurly", "zuora": "Zuora"}
-RESOURCES = ("customers", "subscriptions", "invoices", "payment_attempts", "payment_methods")
 
 PageSize = Annotated[int, typer.Option("--page-size", min=1, max=100, help="Objects per API page (1-100).")]
 Restart = Annotated[

@@ -13,7 +13,21 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, Protocol, runtime_checkable
 
-from billops.domain import Customer, Invoice, Money, PaymentAttempt, PaymentMethod, Subscription
+from billops.domain import (
+    Customer,
+    Invoice,
+    InvoiceStatus,
+    Money,
+    PaymentAttempt,
+    PaymentMethod,
+    Subscription,
+)
+
+# The resources every backfill offers (a client may offer fewer), and what one page holds.
+RESOURCES = ("customers", "subscriptions", "invoices", "payment_attempts", "payment_methods")
+BackfillItem = Customer | Subscription | Invoice | PaymentAttempt | PaymentMethod
+# Invoice states in which nothing is left to collect: a retry is never sent.
+SETTLED = frozenset({InvoiceStatus.paid, InvoiceStatus.void, InvoiceStatus.uncollectible})
 
 
 @dataclass(frozen=True)
@@ -42,9 +56,7 @@ class PayResult:
 class BackfillPage:
     """One page of a backfill: the objects and the cursor to resume after them."""
 
-    items: list[Customer | Subscription | Invoice | PaymentAttempt | PaymentMethod] = field(
-        default_factory=list
-    )
+    items: list[BackfillItem] = field(default_factory=list)
     next_cursor: str | None = None  # None: this was the last page
 
 

@@ -86,10 +86,9 @@ from billops.domain import (
     Money,
     PaymentAttempt,
     PaymentMethod,
-    Subscription,
 )
 from billops.errors import BillopsError, InputError, PlatformError
-from billops.platforms.base import BackfillPage, Capabilities, PayResult
+from billops.platforms.base import RESOURCES, BackfillItem, BackfillPage, Capabilities, PayResult
 from billops.platforms.chargebee.normalize import (
     chargebee_card,
     chargebee_customer,
@@ -100,9 +99,7 @@ from billops.platforms.chargebee.normalize import (
 )
 
 T = TypeVar("T")
-Item = Customer | Subscription | Invoice | PaymentAttempt | PaymentMethod
 
-RESOURCES = ("customers", "subscriptions", "invoices", "payment_attempts", "payment_methods")
 MAX_PAGE = 100  # Chargebee's largest list page
 IDEMPOTENCY_HEADER = "chargebee-idempotency-key"
 IDEMPOTENCY_KEY_MAX = 100  # Chargebee: idempotency keys are at most 100 characters
@@ -797,7 +794,7 @@ class ChargebeePlatformClient:
         if cursor:
             params["offset"] = cursor
         what = f"{resource} list" + (f" at offset {cursor}" if cursor else "")
-        items: list[Item]
+        items: list[BackfillItem]
         if resource == "customers":
             params["sort_by"] = {"asc": "created_at"}
             raw, nxt = _list(self._call(what, lambda: self._cb.Customer.list(params)), "customer")

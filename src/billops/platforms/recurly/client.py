@@ -63,7 +63,7 @@ from billops.domain import (
 )
 from billops.domain.billing import ZERO_DECIMAL
 from billops.errors import BillopsError, InputError, PlatformError
-from billops.platforms.base import BackfillPage, Capabilities, PayResult
+from billops.platforms.base import RESOURCES, SETTLED, BackfillItem, BackfillPage, Capabilities, PayResult
 from billops.platforms.ledger import WriteLedger
 from billops.platforms.reader import Reader
 from billops.platforms.recurly.normalize import (
@@ -77,11 +77,8 @@ from billops.platforms.recurly.normalize import (
 )
 
 T = TypeVar("T")
-Item = Customer | Subscription | Invoice | PaymentAttempt | PaymentMethod
 
 API_HOSTS = {"us": "v3.recurly.com", "eu": "v3.eu.recurly.com"}
-SETTLED = frozenset({InvoiceStatus.paid, InvoiceStatus.void, InvoiceStatus.uncollectible})
-RESOURCES = ("customers", "subscriptions", "invoices", "payment_attempts", "payment_methods")
 MAX_PAGE = 200  # Recurly's largest list page
 NOTE_MAX = 2000
 _PAYMENT_TYPES = frozenset({"purchase", "capture"})
@@ -858,7 +855,7 @@ class RecurlyPlatformClient:
         data = plain(getattr(page, "data", None))
         if not isinstance(data, list) or not all(isinstance(d, dict) for d in data):
             raise PlatformError(f"Recurly {what}: the answer is not a list page", code="unreadable_response")
-        items: list[Item] = []
+        items: list[BackfillItem] = []
         for d in data:
             if resource == "customers":
                 items.append(self._norm("account", lambda x: account(Reader.of(x, "account"))[0], d))

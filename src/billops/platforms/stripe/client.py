@@ -33,7 +33,7 @@ from billops.domain import (
     Subscription,
 )
 from billops.errors import BillopsError, InputError, PlatformError
-from billops.platforms.base import BackfillPage, Capabilities, PayResult
+from billops.platforms.base import RESOURCES, SETTLED, BackfillPage, Capabilities, PayResult
 from billops.platforms.stripe.normalize import (
     stripe_charge_attempt,
     stripe_customer,
@@ -45,8 +45,6 @@ from billops.platforms.stripe.normalize import (
 
 T = TypeVar("T")
 
-SETTLED = frozenset({InvoiceStatus.paid, InvoiceStatus.void, InvoiceStatus.uncollectible})
-RESOURCES = ("customers", "subscriptions", "invoices", "payment_attempts", "payment_methods")
 NOTE_PREFIX = "billops_"
 MAX_PAGE = 100  # Stripe's largest list page
 # Stripe metadata limits: 50 keys, key ≤ 40 characters (no square brackets), value ≤ 500 characters.

@@ -53,11 +53,10 @@ from billops.domain import (
     Money,
     PaymentAttempt,
     PaymentMethod,
-    Subscription,
 )
 from billops.domain.billing import ZERO_DECIMAL
 from billops.errors import BillopsError, InputError, PlatformError
-from billops.platforms.base import BackfillPage, Capabilities, PayResult
+from billops.platforms.base import SETTLED, BackfillItem, BackfillPage, Capabilities, PayResult
 from billops.platforms.zuora.normalize import (
     THREE_DECIMAL,
     zuora_account,
@@ -68,9 +67,7 @@ from billops.platforms.zuora.normalize import (
 )
 
 T = TypeVar("T")
-Item = Customer | Subscription | Invoice | PaymentAttempt | PaymentMethod
 
-SETTLED = frozenset({InvoiceStatus.paid, InvoiceStatus.void, InvoiceStatus.uncollectible})
 # backfill resource -> (Object Query path, expand[])
 RESOURCES: dict[str, tuple[str, tuple[str, ...]]] = {
     "customers": ("accounts", ("billto",)),
@@ -645,11 +642,11 @@ class ZuoraPlatformClient:
             raise InputError(f"page size must be at least 1, got {page_size}")
         path, expand = RESOURCES[resource]  # Object Query pages hold at most 99: larger sizes ask for 99
         raw, nxt = self._list(path, expand=expand, page_size=min(page_size, MAX_PAGE), cursor=cursor)
-        items: list[Item] = [self._norm(resource, self._backfill_item, resource, d) for d in raw]
+        items: list[BackfillItem] = [self._norm(resource, self._backfill_item, resource, d) for d in raw]
         return BackfillPage(items=items, next_cursor=nxt)
 
     @staticmethod
-    def _backfill_item(resource: str, d: dict[str, Any]) -> Item:
+    def _backfill_item(resource: str, d: dict[str, Any]) -> BackfillItem:
         if resource == "customers":
             return zuora_account(d)
         if resource == "subscriptions":
