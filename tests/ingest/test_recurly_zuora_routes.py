@@ -179,3 +179,24 @@ def test_zuora_hmac_endpoint(app: Any) -> None:
     assert r.status_code == 401 and r.json()["error"]
     assert app.post("/webhooks/zuora/signed", content=body).status_code == 401
     assert len(stored(app)) == 1
+
+
+@pytest.mark.parametrize("platform", ["recurly", "zuora"])
+def test_oversized_and_unknown_endpoints_store_nothing(app: Any, platform: str) -> None:
+    big = b'{"padding": "' + b"x" * (600 * 1024) + b'"}'
+    headers = {
+        "content-type": "application/json",
+        "authorization": "Basic " + base64.b64encode(ZCRED.encode()).decode(),
+    }
+    if platform == "recurly":
+        headers["recurly-signature"] = recurly_sig(big)
+    assert app.post(f"/webhooks/{platform}/default", content=big, headers=headers).status_code == 413
+    body = recurly_body() if platform == "recurly" else json.dumps(zuora_body()).encode()
+    if platform == "recurly":
+        headers["recurly-signature"] = recurly_sig(body)
+    assert app.post(f"/webhooks/{platform}/nope", content=body, headers=headers).status_code == 404
+    if platform == "recurly":
+        headers["recurly-signature"] = recurly_sig(b"{not json")
+    r = app.post(f"/webhooks/{platform}/default", content=b"{not json", headers=headers)
+    assert r.status_code == 400 and "not valid JSON" in r.json()["error"]
+    assert stored(app) == []
