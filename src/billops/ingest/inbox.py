@@ -33,16 +33,13 @@ def workflow_id_for(platform: str, event_id: str) -> str:
 def redelivered(rt: Runtime, platform: str, event_id: str) -> Accepted | None:
     """For events that need an API read before they are stored: a redelivery of a stored event is
     counted and answered as a duplicate without that read; None when the event is new."""
-    with rt.db.session() as s:
-        row = s.scalar(
-            sa.update(InboxEvent)
-            .where(InboxEvent.platform == platform, InboxEvent.event_id == event_id)
-            .values(deliveries=InboxEvent.deliveries + 1, last_delivery_at=datetime.now(UTC))
-            .returning(InboxEvent.id)
+    with rt.db.reader() as r:  # the common case, a new event, takes no write lock
+        seen = r.scalar(
+            sa.select(InboxEvent.id).where(InboxEvent.platform == platform, InboxEvent.event_id == event_id)
         )
-    if row is None:
+    if seen is None:
         return None
-    return Accepted("duplicate", event_id, workflow_id_for(platform, event_id))
+    return _duplicate(rt, platform, event_id)
 
 
 def accept(rt: Runtime, *, event: CanonicalEvent, raw: bytes, endpoint: str, trace_id: str) -> Accepted:
@@ -76,10 +73,15 @@ def accept(rt: Runtime, *, event: CanonicalEvent, raw: bytes, endpoint: str, tra
             )
         return Accepted("accepted", event.event_id, wf)
     except IntegrityError:
-        with rt.db.session() as s:
-            s.execute(
-                sa.update(InboxEvent)
-                .where(InboxEvent.platform == event.platform, InboxEvent.event_id == event.event_id)
-                .values(deliveries=InboxEvent.deliveries + 1, last_delivery_at=datetime.now(UTC))
-            )
-        return Accepted("duplicate", event.event_id, wf)
+        return _duplicate(rt, event.platform, event.event_id)
+
+
+def _duplicate(rt: Runtime, platform: str, event_id: str) -> Accepted:
+    """Count one more delivery of a stored event; it starts nothing."""
+    with rt.db.session() as s:
+        s.execute(
+            sa.update(InboxEvent)
+            .where(InboxEvent.platform == platform, InboxEvent.event_id == event_id)
+            .values(deliveries=InboxEvent.deliveries + 1, last_delivery_at=datetime.now(UTC))
+        )
+    return Accepted("duplicate", event_id, workflow_id_for(platform, event_id))

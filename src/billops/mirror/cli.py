@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -13,6 +13,11 @@ from billops.errors import BillopsError
 from billops.mirror.sync import SyncProgress, sync_platform, sync_status
 from billops.platforms.base import RESOURCES
 
+if TYPE_CHECKING:
+    from billops.config import Settings
+    from billops.platforms.base import PlatformClient
+    from billops.store import Database
+
 sync_app = typer.Typer(
     help="Backfill the local mirror (customers, subscriptions, invoices, payment attempts, payment methods) "
     "from a billing platform's API. Resumes where the last run stopped.",
@@ -22,7 +27,7 @@ sync_app = typer.Typer(
 
 @sync_app.callback()
 def _group() -> None:
-    """Keeps `sync` a command group (`billops sync stripe`) even while it has a single platform."""
+    """`billops sync <platform>`: one subcommand per platform."""
 
 
 out = Console()
@@ -70,9 +75,33 @@ def sync_zuora(page_size: PageSize = 100, restart: Restart = False, only: Only =
     run_sync("zuora", page_size, restart, only)
 
 
+def _sync_client(
+    platform: str, settings: Settings, db: Database, resources: list[str] | None
+) -> PlatformClient:
+    """The platform's client, or a clear exit when it has no credentials or cannot backfill these."""
+    from billops.platforms.registry import build_client, missing_client_reason
+
+    try:
+        client = build_client(platform, settings, db)
+    except BillopsError as exc:
+        raise _fail(exc.message) from exc
+    if client is None:
+        raise _fail(f"cannot sync: {missing_client_reason(platform)}. See docs/platforms/{platform}.md.")
+    if not client.capabilities.backfill:
+        raise _fail(
+            f"{TITLES[platform]} offers no backfill through BillOps (see docs/platforms/{platform}.md)"
+        )
+    offered = client.backfill_resources()
+    missing = [r for r in resources or [] if r not in offered]
+    if missing:
+        raise _fail(
+            f"{TITLES[platform]} cannot backfill {', '.join(missing)}; it offers {', '.join(offered)}"
+        )
+    return client
+
+
 def run_sync(platform: str, page_size: int, restart: bool, only: str | None) -> None:
     from billops.config import load_settings
-    from billops.platforms.registry import build_client, missing_client_reason
     from billops.store import Database
 
     resources: list[str] | None = None
@@ -89,29 +118,16 @@ def run_sync(platform: str, page_size: int, restart: bool, only: str | None) -> 
         settings = load_settings()
     except BillopsError as exc:
         raise _fail(exc.message) from exc
+    db = Database(settings.db_url)  # no connection yet: nothing is created before the checks pass
     try:
-        client = build_client(platform, settings)
-    except BillopsError as exc:
-        raise _fail(exc.message) from exc
-    if client is None:
-        raise _fail(f"cannot sync: {missing_client_reason(platform)}. See docs/platforms/{platform}.md.")
-    if not client.capabilities.backfill:
-        raise _fail(
-            f"{TITLES[platform]} offers no backfill through BillOps (see docs/platforms/{platform}.md)"
-        )
-    offered = client.backfill_resources()
-    if resources is not None:
-        missing = [r for r in resources if r not in offered]
-        if missing:
-            raise _fail(
-                f"{TITLES[platform]} cannot backfill {', '.join(missing)}; it offers {', '.join(offered)}"
-            )
-
-    try:
-        db = Database(settings.db_url)
+        client = _sync_client(platform, settings, db, resources)
         db.migrate()
     except BillopsError as exc:
+        db.dispose()
         raise _fail(exc.message) from exc
+    except BaseException:
+        db.dispose()
+        raise
 
     tasks: dict[str, TaskID] = {}
     results: dict[str, SyncProgress] = {}
@@ -154,7 +170,7 @@ def run_sync(platform: str, page_size: int, restart: bool, only: str | None) -> 
     table.add_column("this run", justify="right")
     table.add_column("total", justify="right")
     table.add_column("status")
-    for resource in resources or offered:
+    for resource in resources or client.backfill_resources():
         row = cursors.get(resource)
         p = results.get(resource)
         status = "not started"

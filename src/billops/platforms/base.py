@@ -60,6 +60,20 @@ class BackfillPage:
     next_cursor: str | None = None  # None: this was the last page
 
 
+def link_attempt(attempt: PaymentAttempt, invoice: Invoice | None, *, ours: bool = False) -> PaymentAttempt:
+    """Fill what a payment attempt read on its own may not say: its invoice and customer (from the
+    invoice it was read for) and, for a payment BillOps sent, `initiated_by="billops"`."""
+    update: dict[str, str] = {}
+    if invoice is not None:
+        if attempt.invoice_id is None:
+            update["invoice_id"] = invoice.id
+        if attempt.customer_id is None and invoice.customer_id:
+            update["customer_id"] = invoice.customer_id
+    if ours:
+        update["initiated_by"] = "billops"
+    return attempt.model_copy(update=update) if update else attempt
+
+
 @runtime_checkable
 class PlatformClient(Protocol):
     platform: str

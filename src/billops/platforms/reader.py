@@ -211,6 +211,18 @@ class Reader:
         return dict(v)
 
 
+def envelope(payload: Any, what: str, *, object_type: str | None = None) -> Reader:
+    """The top level of a webhook body as a Reader whose paths name fields bare (`id`,
+    `content.invoice.total`); `what` names it when it is not an object at all. With `object_type`, an
+    `object` field, when present, must have that value."""
+    env = Reader(Reader.of(payload, what).d, "")
+    if object_type is not None:
+        found = env.opt_str("object")
+        if found is not None and found != object_type:
+            raise reject("object", f"expected {object_type!r}, got {found!r}")
+    return env
+
+
 def envelope_str(env: Reader, key: str) -> str:
     """A required, non-blank string of an event envelope (its id, its type)."""
     value = env.req_str(key)

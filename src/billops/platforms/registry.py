@@ -28,9 +28,9 @@ def _secret(value: SecretStr | None) -> str:
     return value.get_secret_value() if value is not None else ""
 
 
-def build_client(platform: str, settings: Settings, db: Database | None = None) -> PlatformClient | None:
+def build_client(platform: str, settings: Settings, db: Database) -> PlatformClient | None:
     """The platform's API client from the settings, or None when its credentials are not configured.
-    `db` is needed by clients that keep an at-most-once ledger (Recurly); the process database otherwise."""
+    `db` holds the at-most-once ledger of clients whose platform keeps no idempotency keys (Recurly)."""
     if platform == "stripe":
         if not _secret(settings.stripe_api_key):
             return None
@@ -55,7 +55,7 @@ def build_client(platform: str, settings: Settings, db: Database | None = None) 
             _secret(settings.recurly_api_key),
             region=settings.recurly_region,
             api_url=settings.recurly_api_url,
-            ledger=WriteLedger(db or Database(settings.db_url)),
+            ledger=WriteLedger(db),
         )
     if platform == "zuora":
         if not (

@@ -88,7 +88,14 @@ from billops.domain import (
     PaymentMethod,
 )
 from billops.errors import BillopsError, InputError, PlatformError
-from billops.platforms.base import RESOURCES, BackfillItem, BackfillPage, Capabilities, PayResult
+from billops.platforms.base import (
+    RESOURCES,
+    BackfillItem,
+    BackfillPage,
+    Capabilities,
+    PayResult,
+    link_attempt,
+)
 from billops.platforms.chargebee.normalize import (
     chargebee_card,
     chargebee_customer,
@@ -448,15 +455,7 @@ class ChargebeePlatformClient:
             source = self._payment_source(ps_id)
             card = _card_resource(source) if source is not None else None
         attempt = self._norm("transaction", lambda d: chargebee_transaction_attempt(d, card), raw)
-        update: dict[str, Any] = {}
-        if invoice is not None:
-            if attempt.invoice_id is None:
-                update["invoice_id"] = invoice.id
-            if attempt.customer_id is None and invoice.customer_id:
-                update["customer_id"] = invoice.customer_id
-        if ours:
-            update["initiated_by"] = "billops"
-        return attempt.model_copy(update=update) if update else attempt
+        return link_attempt(attempt, invoice, ours=ours)
 
     def _payment_source(self, ps_id: str) -> dict[str, Any] | None:
         """One payment source, or None when it is gone or not readable (only retryable errors raise)."""

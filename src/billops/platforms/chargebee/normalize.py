@@ -39,10 +39,16 @@ from billops.domain.events import CanonicalEvent, EventKind
 from billops.errors import WebhookRejected
 from billops.platforms import declines as _declines
 from billops.platforms.declines import PlatformDeclines, choose_code
-from billops.platforms.reader import Reader, build, envelope_str, reject
-from billops.platforms.reader import maybe_code as _code
-from billops.platforms.reader import maybe_obj as _obj
-from billops.platforms.reader import maybe_str as _str
+from billops.platforms.reader import (
+    Reader,
+    build,
+    envelope,
+    envelope_str,
+    maybe_code,
+    maybe_obj,
+    maybe_str,
+    reject,
+)
 
 __all__ = [
     "EVENT_KINDS",
@@ -177,11 +183,11 @@ def decline(txn: Reader, *, network: str | None) -> Decline:
     taxonomy = load_taxonomy()
     mapping = load_platform_declines()
     detail = txn.obj("error_detail")
-    decline_code = _code(detail, "decline_code")
-    error_code = _code(txn, "error_code")
+    decline_code = maybe_code(detail, "decline_code")
+    error_code = maybe_code(txn, "error_code")
     error_text = txn.opt_str("error_text")
-    network_error = _code(detail, "network_error_code")
-    processor_advice = _code(detail, "processor_advice_code")
+    network_error = maybe_code(detail, "network_error_code")
+    processor_advice = maybe_code(detail, "processor_advice_code")
 
     timed_out = not error_code and not error_text and txn.opt_str("status") == "timeout"
     code = choose_code(
@@ -389,7 +395,7 @@ def customer(r: Reader) -> Customer:
         email=r.opt_str("email"),
         name=" ".join(n.strip() for n in names) or r.opt_str("company"),
         created_at=r.opt_ts("created_at"),
-        country=_str(address, "country"),
+        country=maybe_str(address, "country"),
         default_payment_method_id=r.opt_str("primary_payment_source_id"),
         metadata=r.metadata("meta_data"),
     )
@@ -484,14 +490,14 @@ def _customer_payment_method(content: Reader, objs: _Objects) -> PaymentMethod |
     if cust is None or cust.default_payment_method_id is None:
         return None
     raw = content.obj("customer")
-    pm = _obj(raw, "payment_method")
+    pm = maybe_obj(raw, "payment_method")
     return build(
         PaymentMethod,
         "content.customer",
         platform=PLATFORM,
         id=cust.default_payment_method_id,
         customer_id=cust.id,
-        type=_str(pm, "type") or "card",
+        type=maybe_str(pm, "type") or "card",
         is_default=True,
     )
 
@@ -548,10 +554,7 @@ EVENT_KINDS: dict[str, tuple[EventKind, str]] = {
 
 def normalize_event(payload: Any) -> CanonicalEvent:
     """A parsed Chargebee v2 event -> CanonicalEvent. Raises only `WebhookRejected` (422)."""
-    env = Reader(Reader.of(payload, "event").d, "")  # fields named bare: `id`, `content.invoice.total`
-    kind_of_object = env.opt_str("object")
-    if kind_of_object is not None and kind_of_object != "event":
-        raise reject("object", f"expected 'event', got {kind_of_object!r}")
+    env = envelope(payload, "event", object_type="event")  # fields named bare: `id`, `content.invoice.total`
     event_id = envelope_str(env, "id")
     event_type = envelope_str(env, "event_type")
     occurred_at = env.req_ts("occurred_at")

@@ -63,7 +63,15 @@ from billops.domain import (
 )
 from billops.domain.billing import ZERO_DECIMAL
 from billops.errors import BillopsError, InputError, PlatformError
-from billops.platforms.base import RESOURCES, SETTLED, BackfillItem, BackfillPage, Capabilities, PayResult
+from billops.platforms.base import (
+    RESOURCES,
+    SETTLED,
+    BackfillItem,
+    BackfillPage,
+    Capabilities,
+    PayResult,
+    link_attempt,
+)
 from billops.platforms.ledger import WriteLedger
 from billops.platforms.reader import Reader
 from billops.platforms.recurly.normalize import (
@@ -410,7 +418,7 @@ class RecurlyPlatformClient:
             if mine:
                 newest = max(mine, key=lambda t: str(t.get("created_at") or ""))
                 attempt = self._norm("transaction", recurly_transaction_attempt, newest)
-        return self._link(attempt, invoice) if attempt is not None else None
+        return link_attempt(attempt, invoice) if attempt is not None else None
 
     def _account_payments(self, invoice: Invoice, since: datetime | None = None) -> list[dict[str, Any]]:
         if not invoice.customer_id:
@@ -428,17 +436,6 @@ class RecurlyPlatformClient:
     def latest_attempt(self, invoice: Invoice) -> PaymentAttempt | None:
         """The newest purchase/capture on the invoice, or None when Recurly shows none."""
         return self._latest_of(self._raw_invoice(invoice.id), invoice)
-
-    @staticmethod
-    def _link(attempt: PaymentAttempt, invoice: Invoice, *, ours: bool = False) -> PaymentAttempt:
-        update: dict[str, Any] = {}
-        if attempt.invoice_id is None:
-            update["invoice_id"] = invoice.id
-        if attempt.customer_id is None and invoice.customer_id:
-            update["customer_id"] = invoice.customer_id
-        if ours:
-            update["initiated_by"] = "billops"
-        return attempt.model_copy(update=update) if update else attempt
 
     def get_account(self, account_id: str) -> AccountView:
         """An account by id or by code (``code-bob``), with the billing info it embeds."""
@@ -578,7 +575,7 @@ class RecurlyPlatformClient:
             except PlatformError as exc:
                 return self._pay_dict("failed", before, None, f"collect answered, but unreadably: {exc}")
             if attempt is not None:
-                attempt = self._link(attempt, invoice, ours=attempt.id != before.latest_attempt_id)
+                attempt = link_attempt(attempt, invoice, ours=attempt.id != before.latest_attempt_id)
             return self._outcome(invoice, attempt)
 
         def reconcile(started_at: datetime) -> dict[str, Any] | None:
@@ -597,7 +594,7 @@ class RecurlyPlatformClient:
             ]
             if ours:
                 newest = max(ours, key=lambda t: str(t.get("created_at") or ""))
-                attempt = self._link(
+                attempt = link_attempt(
                     self._norm("transaction", recurly_transaction_attempt, newest), invoice, ours=True
                 )
                 return self._outcome(invoice, attempt)
@@ -639,7 +636,7 @@ class RecurlyPlatformClient:
                 )
             )
         if attempt is not None:
-            attempt = self._link(attempt, invoice, ours=True)
+            attempt = link_attempt(attempt, invoice, ours=True)
         message = str(error.get("message") or error.get("merchant_advice") or "the payment was declined")
         return self._pay_dict("failed", invoice, attempt, message)
 

@@ -60,9 +60,16 @@ from billops.domain.declines import load_taxonomy
 from billops.domain.events import CanonicalEvent, EventKind
 from billops.platforms import declines as _declines
 from billops.platforms.declines import PlatformDeclines, choose_code
-from billops.platforms.reader import Reader, build, envelope_str, json_type, reject
-from billops.platforms.reader import maybe_code as _code
-from billops.platforms.reader import maybe_str as _str
+from billops.platforms.reader import (
+    Reader,
+    build,
+    envelope,
+    envelope_str,
+    json_type,
+    maybe_code,
+    maybe_str,
+    reject,
+)
 
 if TYPE_CHECKING:
     from billops.platforms.recurly.client import RecurlyPlatformClient
@@ -184,7 +191,7 @@ def card_info(pm: Reader) -> CardInfo:
 
 
 def _method_type(pm: Reader | None) -> str:
-    kind = (_str(pm, "object") or "credit_card").strip().lower()
+    kind = (maybe_str(pm, "object") or "credit_card").strip().lower()
     return "card" if kind in _WALLETS else kind
 
 
@@ -224,7 +231,7 @@ _PAYMENT_TYPES = frozenset({"purchase", "capture"})
 
 def _advice(txn: Reader, error: Reader | None) -> str | None:
     """A Mastercard Merchant Advice Code passed on by the gateway, when there is one."""
-    values = [_code(error, "merchant_advice_code")]
+    values = [maybe_code(error, "merchant_advice_code")]
     extra = txn.d.get("gateway_response_values")
     if isinstance(extra, dict):
         for k in ("merchant_advice_code", "network_advice_code", "mac"):
@@ -240,12 +247,12 @@ def decline(txn: Reader, error: Reader | None = None, *, network: str | None = N
     """Classify a failed transaction (and, on a collect call, the TransactionError that came with it)."""
     taxonomy = load_taxonomy()
     mapping = load_platform_declines()
-    decline_code = _code(error, "decline_code")
-    status_code = _code(txn, "status_code")
-    error_code = _code(error, "code")
+    decline_code = maybe_code(error, "decline_code")
+    status_code = maybe_code(txn, "status_code")
+    error_code = maybe_code(error, "code")
     status_message = txn.opt_str("status_message")
-    gateway_code = _code(txn, "gateway_response_code")
-    category = _code(error, "category")
+    gateway_code = maybe_code(txn, "gateway_response_code")
+    category = maybe_code(error, "category")
 
     values = (decline_code, status_code, error_code, status_message, gateway_code)
     category_value = f"category_{category}" if category else None
@@ -256,7 +263,7 @@ def decline(txn: Reader, error: Reader | None = None, *, network: str | None = N
     return taxonomy.classify(
         code,
         raw_code=decline_code or status_code or error_code or gateway_code or code,
-        message=status_message or _str(error, "message") or txn.opt_str("customer_message"),
+        message=status_message or maybe_str(error, "message") or txn.opt_str("customer_message"),
         network_advice_code=mac,
         network_decline_code=ndc,
         network=network,
@@ -296,7 +303,7 @@ def transaction_attempt(
         outcome=outcome,
         decline=decline(r, error, network=card.brand if card else None) if failed else None,
         card=card,
-        gateway=_str(gateway, "type") or _str(gateway, "name"),
+        gateway=maybe_str(gateway, "type") or maybe_str(gateway, "name"),
         initiated_by="customer" if origin in ("hpp", "recurlyjs", "transparent") else "platform",
     )
 
@@ -357,7 +364,7 @@ def invoice(r: Reader) -> Invoice:
     if origin == "purchase" and subs:
         reason = "subscription_create"
     collection = r.lower_str("collection_method")
-    number = _code(r, "number")
+    number = maybe_code(r, "number")
     metadata: dict[str, Any] = {"state": state}
     for key in ("type", "origin", "collection_method", "dunning_campaign_id"):
         if r.opt_str(key):
@@ -418,8 +425,8 @@ def subscription(r: Reader) -> Subscription:
         id=r.req_str("id"),
         customer_id=_ref_id(r, "account"),
         status=status,
-        plan_id=_str(plan, "code") or _str(plan, "id"),
-        plan_name=_str(plan, "name"),
+        plan_id=maybe_str(plan, "code") or maybe_str(plan, "id"),
+        plan_name=maybe_str(plan, "name"),
         amount=amount,
         currency=currency,
         interval=None,  # the plan's interval is on the Plan, not on the subscription
@@ -451,7 +458,8 @@ def account(r: Reader) -> tuple[Customer, PaymentMethod | None]:
         name=" ".join(names) or r.opt_str("company"),
         created_at=_time(r, "created_at"),
         timezone=r.opt_str("preferred_time_zone"),
-        country=_str(address, "country") or (_str(bi.obj("address"), "country") if bi is not None else None),
+        country=maybe_str(address, "country")
+        or (maybe_str(bi.obj("address"), "country") if bi is not None else None),
         default_payment_method_id=method.id if method is not None else None,
         metadata=metadata,
     )
@@ -560,7 +568,7 @@ def _ref(env: Reader, key: str) -> str | None:
 
 def thin_event(payload: Any) -> ThinEvent:
     """A parsed Recurly JSON webhook -> ThinEvent. Raises only `WebhookRejected` (422)."""
-    env = Reader(Reader.of(payload, "notification").d, "")  # fields named bare: `event_type`, `uuid`
+    env = envelope(payload, "notification")  # fields named bare: `event_type`, `uuid`
     event_id = envelope_str(env, "id")
     object_type = envelope_str(env, "object_type").strip()
     event_type = envelope_str(env, "event_type").strip()

@@ -33,7 +33,7 @@ from billops.domain import (
     Subscription,
 )
 from billops.errors import BillopsError, InputError, PlatformError
-from billops.platforms.base import RESOURCES, SETTLED, BackfillPage, Capabilities, PayResult
+from billops.platforms.base import RESOURCES, SETTLED, BackfillPage, Capabilities, PayResult, link_attempt
 from billops.platforms.stripe.normalize import (
     stripe_charge_attempt,
     stripe_customer,
@@ -177,7 +177,7 @@ class StripePlatformClient:
             pi_id = self._latest_payment_intent_id(invoice.id)
             if pi_id:
                 attempt = self._payment_intent_latest_attempt(pi_id)
-        return self._link(attempt, invoice) if attempt is not None else None
+        return link_attempt(attempt, invoice) if attempt is not None else None
 
     def _charge_attempt(self, charge: str | dict[str, Any]) -> PaymentAttempt:
         if isinstance(charge, str):
@@ -218,18 +218,6 @@ class StripePlatformClient:
             if isinstance(pi_id, str) and pi_id and (best is None or int(d.get("created") or 0) >= best[0]):
                 best = (int(d.get("created") or 0), pi_id)
         return best[1] if best else None
-
-    @staticmethod
-    def _link(attempt: PaymentAttempt, invoice: Invoice, *, ours: bool = False) -> PaymentAttempt:
-        """Fill what the charge itself may not say (current API charges carry no invoice)."""
-        update: dict[str, Any] = {}
-        if attempt.invoice_id is None:
-            update["invoice_id"] = invoice.id
-        if attempt.customer_id is None and invoice.customer_id:
-            update["customer_id"] = invoice.customer_id
-        if ours:
-            update["initiated_by"] = "billops"
-        return attempt.model_copy(update=update) if update else attempt
 
     def list_payment_methods(self, customer_id: str) -> list[PaymentMethod]:
         """The customer's cards, the default (invoice_settings.default_payment_method) flagged."""
@@ -297,7 +285,7 @@ class StripePlatformClient:
             return PayResult("failed", before, message=f"pay answered, but the invoice is unreadable: {exc}")
         attempt = self._safe(lambda: self.latest_attempt(invoice))
         if attempt is not None:
-            attempt = self._link(attempt, invoice, ours=attempt.id != before.latest_attempt_id)
+            attempt = link_attempt(attempt, invoice, ours=attempt.id != before.latest_attempt_id)
         if invoice.status == InvoiceStatus.paid:
             return PayResult("succeeded", invoice, attempt, message="paid")
         if invoice.status in SETTLED:
@@ -333,7 +321,7 @@ class StripePlatformClient:
         if attempt is None:
             attempt = self._safe(lambda: self._attempt_from_error(err, invoice, exc))
         if attempt is not None:
-            attempt = self._link(attempt, invoice, ours=True)
+            attempt = link_attempt(attempt, invoice, ours=True)
         message = exc.user_message or "the card was declined"
         return PayResult("failed", invoice, attempt, message=message)
 

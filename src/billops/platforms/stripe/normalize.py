@@ -20,7 +20,7 @@ from typing import Any
 from billops.domain.billing import Customer, Invoice, PaymentAttempt, PaymentMethod, Subscription
 from billops.domain.events import CanonicalEvent, EventKind
 from billops.errors import WebhookRejected
-from billops.platforms.reader import Reader, build, envelope_str, reject
+from billops.platforms.reader import Reader, build, envelope, envelope_str, reject
 from billops.platforms.stripe import objects as o
 from billops.platforms.stripe.objects import PLATFORM
 
@@ -171,10 +171,7 @@ _OTHER_FAMILIES = {
 
 def normalize_event(payload: Any) -> CanonicalEvent:
     """A parsed Stripe event -> CanonicalEvent. Raises only `WebhookRejected` (422: not a valid event)."""
-    env = Reader(Reader.of(payload, "event").d, "")  # fields named bare: `id`, `data.object.amount_due`
-    kind_of_object = env.opt_str("object")
-    if kind_of_object is not None and kind_of_object != "event":
-        raise reject("object", f"expected 'event', got {kind_of_object!r}")
+    env = envelope(payload, "event", object_type="event")  # fields named bare: `id`, `data.object.amount_due`
     event_id = envelope_str(env, "id")
     event_type = envelope_str(env, "type")
     occurred_at = env.req_ts("created")

@@ -58,7 +58,7 @@ from billops.errors import WebhookRejected
 from billops.platforms import declines as _declines
 from billops.platforms.declines import PlatformDeclines
 from billops.platforms.declines import decline_key as _key
-from billops.platforms.reader import Reader, build, envelope_str, json_type, reject
+from billops.platforms.reader import Reader, build, envelope, envelope_str, json_type, reject
 
 PLATFORM = "zuora"
 THREE_DECIMAL = frozenset({"bhd", "jod", "kwd", "omr", "tnd"})
@@ -561,7 +561,7 @@ def _part(env: Reader, key: str, make: Any, strict: bool) -> Any:
 
 def normalize_event(payload: Any) -> CanonicalEvent:
     """A parsed callout body (BillOps' template) -> CanonicalEvent. Raises only `WebhookRejected` (422)."""
-    env = Reader(Reader.of(payload, "body").d, "")
+    env = envelope(payload, "body")
     event_type = envelope_str(env, "eventType")
     occurred_at = env.need("timestamp", _ts(env, "timestamp"))
     known = EVENT_TYPES.get(_word(event_type))
