@@ -12,9 +12,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
-from pydantic import BaseModel, Field
 
-from billops.governance.approvals import decide_approval, list_approvals
 from billops.runtime import get_runtime
 from billops.store.models import Decision, InboxEvent
 
@@ -98,23 +96,3 @@ def decision(workflow_id: str) -> dict[str, Any]:
         if d is None:
             raise HTTPException(404, f"no decision {workflow_id!r}")
         return decision_view(d)
-
-
-@router.get("/approvals", summary="The approval queue")
-def approvals(status: str | None = "pending", limit: int = Query(100, ge=1, le=1000)) -> list[dict[str, Any]]:
-    return list_approvals(get_runtime(), status=None if status == "all" else status, limit=limit)
-
-
-class ApprovalChoice(BaseModel):
-    by: str = Field(min_length=1, max_length=200, description="Who decides (recorded in the audit log).")
-    note: str | None = Field(default=None, max_length=2000)
-
-
-@router.post("/approvals/{ref}/approve", summary="Approve: the workflow goes on and executes the plan")
-def approve(ref: str, choice: ApprovalChoice) -> dict[str, Any]:
-    return decide_approval(get_runtime(), ref, approve=True, by=choice.by, note=choice.note)
-
-
-@router.post("/approvals/{ref}/reject", summary="Reject: nothing is executed")
-def reject(ref: str, choice: ApprovalChoice) -> dict[str, Any]:
-    return decide_approval(get_runtime(), ref, approve=False, by=choice.by, note=choice.note)

@@ -55,8 +55,14 @@ def create_app(settings: Settings | None = None, *, manage_runtime: bool = True)
         return PlainTextResponse(generate_latest().decode(), media_type=CONTENT_TYPE_LATEST)
 
     from billops.api import router as api_router
+    from billops.governance.kpis import router as kpis_router
+    from billops.governance.routes import router as governance_router
     from billops.ingest.routes import router as webhook_router
+    from billops.web import mount_console
 
     app.include_router(webhook_router)
     app.include_router(api_router)
+    app.include_router(governance_router)
+    app.include_router(kpis_router)
+    mount_console(app)
     return app

@@ -124,9 +124,21 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8400, ge=1, le=65535)
-    api_token: SecretStr | None = Field(
+
+    # Access (docs/access.md): users, API tokens and console sessions live in the database.
+    session_secret: SecretStr | None = Field(
         default=None,
-        description="Bearer token for /api/*. Without one the API answers loopback clients only.",
+        description="Key that signs console session cookies. Default: a random key kept in "
+        "<data_dir>/console.key (give every worker the same key when several serve the console).",
+    )
+    session_hours: float = Field(default=12, gt=0, le=24 * 30, description="Console session lifetime.")
+    login_max_failures: int = Field(
+        default=5, ge=1, le=100, description="Failed console logins in a row before the account locks."
+    )
+    login_lockout_minutes: float = Field(default=15, gt=0, description="How long a locked account stays locked.")
+    token_max_days: int = Field(default=365, ge=1, le=3650, description="Longest lifetime of an API token.")
+    secure_cookies: bool = Field(
+        default=False, description="Mark console cookies Secure (set when the console is served over HTTPS)."
     )
 
     # Stripe

@@ -173,6 +173,10 @@ class Approval(Base):
     decided_by: Mapped[str | None] = mapped_column(sa.String(200))
     decided_at: Mapped[datetime | None]
     note: Mapped[str | None] = mapped_column(sa.Text)
+    guardrails: Mapped[list[Any]] = mapped_column(
+        default=list, doc="The guardrails that sent this decision to a human: [{rule, reason}]"
+    )
+    edits: Mapped[dict[str, Any]] = mapped_column(default=dict, doc="What the approver changed")
 
 
 class AuditRecord(Base):
@@ -230,3 +234,101 @@ class PlatformWrite(Base):
     finished_at: Mapped[datetime | None] = mapped_column(default=None)
     attempts: Mapped[int] = mapped_column(default=1, doc="How many times the request was sent.")
     result: Mapped[dict[str, Any] | None] = mapped_column(default=None)
+
+
+# ---------------------------------------------------------------- governance: people and access
+
+
+class User(Base):
+    """A person or service that uses the console or the API. Passwords only as argon2 hashes."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    username: Mapped[str] = mapped_column(sa.String(100), unique=True)
+    role: Mapped[str] = mapped_column(sa.String(10), doc="viewer | operator | admin")
+    password_hash: Mapped[str | None] = mapped_column(sa.String(200), doc="None: API tokens only")
+    created_at: Mapped[datetime] = mapped_column(default=_now)
+    created_by: Mapped[str] = mapped_column(sa.String(200))
+    revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+    failed_logins: Mapped[int] = mapped_column(default=0)
+    locked_until: Mapped[datetime | None] = mapped_column(default=None)
+    last_login_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class ApiToken(Base):
+    """A bearer token `bo_<id>_<secret>`: only the argon2 hash of the secret is kept."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    user_id: Mapped[int] = mapped_column(sa.ForeignKey("users.id"), index=True)
+    name: Mapped[str] = mapped_column(sa.String(100))
+    token_hash: Mapped[str] = mapped_column(sa.String(200))
+    created_at: Mapped[datetime] = mapped_column(default=_now)
+    expires_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+    last_used_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class ConsoleSession(Base):
+    """A console login. The cookie carries a signed random id; only its sha256 is stored here."""
+
+    __tablename__ = "console_sessions"
+
+    id_hash: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(sa.ForeignKey("users.id"), index=True)
+    csrf_token: Mapped[str] = mapped_column(sa.String(64))
+    created_at: Mapped[datetime] = mapped_column(default=_now)
+    expires_at: Mapped[datetime]
+    last_seen_at: Mapped[datetime] = mapped_column(default=_now)
+
+
+# ---------------------------------------------------------------- governance: controls and counters
+
+
+class GovernanceState(Base):
+    """Process-wide switches shared by every worker: the kill switch and the circuit breaker."""
+
+    __tablename__ = "governance_state"
+
+    key: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    value: Mapped[dict[str, Any]]
+    updated_at: Mapped[datetime] = mapped_column(default=_now, onupdate=_now)
+
+
+class GovernedAction(Base):
+    """Every action the guardrails let through or stopped, with its amount: caps, rate limits and
+    the circuit breaker count from here."""
+
+    __tablename__ = "governed_actions"
+    __table_args__ = (
+        sa.Index("ix_governed_customer_time", "platform", "customer_id", "at"),
+        sa.Index("ix_governed_time", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(default=_now)
+    workflow_id: Mapped[str] = mapped_column(sa.String(300), index=True)
+    step: Mapped[str] = mapped_column(sa.String(80))
+    platform: Mapped[str] = mapped_column(sa.String(20))
+    customer_id: Mapped[str | None] = mapped_column(sa.String(255))
+    action: Mapped[str] = mapped_column(sa.String(40))
+    amount: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    currency: Mapped[str | None] = mapped_column(sa.String(3))
+    status: Mapped[str] = mapped_column(sa.String(20), doc="allowed | blocked | done | failed")
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class FeedbackLabel(Base):
+    """A human's verdict on a decision (approved, rejected, edited, expired): a training label."""
+
+    __tablename__ = "feedback_labels"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    workflow_id: Mapped[str] = mapped_column(sa.String(300), index=True)
+    label: Mapped[str] = mapped_column(sa.String(20))
+    by: Mapped[str] = mapped_column(sa.String(200))
+    at: Mapped[datetime] = mapped_column(default=_now)
+    why: Mapped[str | None] = mapped_column(sa.Text)
+    edits: Mapped[dict[str, Any]] = mapped_column(default=dict)
