@@ -272,6 +272,12 @@ def _mount_optional() -> None:
     from billops.recovery.cli import register as register_recovery
 
     register_recovery(app)
+    from billops.governance.cli import register as register_governance
+
+    register_governance(app)
+    from billops.governance.users_cli import register as register_users  # billops users …
+
+    register_users(app)
 
 
 _mount_optional()

@@ -27,11 +27,10 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from billops.errors import ConfigError
+from billops.governance.schema import Guardrails, Segmentation, WorkflowModes
 
 DATA_DIR = Path(__file__).parent / "data"
 DEFAULT_POLICY_FILE = DATA_DIR / "policy.yaml"
-
-Mode = Literal["shadow", "assist", "auto"]
 
 
 class ZuoraHmac(BaseModel):
@@ -135,7 +134,9 @@ class Settings(BaseSettings):
     login_max_failures: int = Field(
         default=5, ge=1, le=100, description="Failed console logins in a row before the account locks."
     )
-    login_lockout_minutes: float = Field(default=15, gt=0, description="How long a locked account stays locked.")
+    login_lockout_minutes: float = Field(
+        default=15, gt=0, description="How long a locked account stays locked."
+    )
     token_max_days: int = Field(default=365, ge=1, le=3650, description="Longest lifetime of an API token.")
     secure_cookies: bool = Field(
         default=False, description="Mark console cookies Secure (set when the console is served over HTTPS)."
@@ -310,6 +311,44 @@ class RecoveryThresholds(_Strict):
         return self
 
 
+class PauseOffer(_Strict):
+    routes: list[Literal["auto_retry", "retry_and_notify", "human_review", "no_retry"]] = Field(
+        default_factory=list
+    )
+    resume_after_days: int = Field(default=30, ge=1, le=365)
+
+
+class CreditOffer(_Strict):
+    routes: list[Literal["auto_retry", "retry_and_notify", "human_review", "no_retry"]] = Field(
+        default_factory=list
+    )
+    amount_minor: int = Field(default=0, ge=0)
+
+
+class CouponOffer(_Strict):
+    routes: list[Literal["auto_retry", "retry_and_notify", "human_review", "no_retry"]] = Field(
+        default_factory=list
+    )
+    coupon: str | None = None
+
+
+class RetentionOffers(_Strict):
+    """Retention plays proposed with a recovery. Each ALWAYS waits for a human (guardrail
+    `risky_action`), whatever the mode. Off by default (no routes)."""
+
+    pause_subscription: PauseOffer = PauseOffer()
+    apply_credit: CreditOffer = CreditOffer()
+    apply_coupon: CouponOffer = CouponOffer()
+
+    @model_validator(mode="after")
+    def _complete(self) -> RetentionOffers:
+        if self.apply_credit.routes and self.apply_credit.amount_minor <= 0:
+            raise ValueError("apply_credit needs amount_minor > 0 when it has routes")
+        if self.apply_coupon.routes and not self.apply_coupon.coupon:
+            raise ValueError("apply_coupon needs a coupon id when it has routes")
+        return self
+
+
 class RecoveryPolicy(_Strict):
     thresholds: RecoveryThresholds = RecoveryThresholds()
     retry_schedule_hours: dict[Literal["auto_retry", "retry_and_notify", "human_review"], list[float]] = (
@@ -342,6 +381,7 @@ class RecoveryPolicy(_Strict):
         le=1,
         description="The learned planner schedules no retry whose own success probability is below this.",
     )
+    offers: RetentionOffers = RetentionOffers()
 
     @field_validator("retry_schedule_hours")
     @classmethod
@@ -364,7 +404,11 @@ class ApprovalPolicy(_Strict):
 
 class Policy(_Strict):
     version: str
-    modes: dict[Literal["recovery"], Mode] = Field(default_factory=lambda: {"recovery": "shadow"})  # type: ignore[arg-type]
+    modes: dict[Literal["recovery"], WorkflowModes] = Field(
+        default_factory=lambda: {"recovery": WorkflowModes()}  # type: ignore[dict-item]
+    )
+    segmentation: Segmentation = Segmentation()
+    guardrails: Guardrails = Guardrails()
     recovery: RecoveryPolicy = RecoveryPolicy()
     approvals: ApprovalPolicy = ApprovalPolicy()
     templates: str = Field(default="recovery-v1", description="Template set under drafting/templates/.")
@@ -382,8 +426,16 @@ class Policy(_Strict):
     def full_version(self) -> str:
         return f"{self.version}+{self.digest[:10]}" if self.digest else self.version
 
-    def mode(self, workflow: Literal["recovery"]) -> Mode:
-        return self.modes.get(workflow, "shadow")
+    @field_validator("modes", mode="before")
+    @classmethod
+    def _mode_shorthand(cls, v: Any) -> Any:
+        """`recovery: auto` is short for `recovery: {default: auto}`."""
+        if isinstance(v, dict):
+            return {k: {"default": m} if isinstance(m, str) else m for k, m in v.items()}
+        return v
+
+    def workflow_modes(self, workflow: Literal["recovery"]) -> WorkflowModes:
+        return self.modes.get(workflow) or WorkflowModes()
 
 
 def parse_policy(text: str, source: str) -> Policy:
@@ -402,22 +454,24 @@ def parse_policy(text: str, source: str) -> Policy:
 
 
 _policy_lock = threading.Lock()
-_policy_cache: dict[Path, tuple[float, Policy]] = {}
+_policy_cache: dict[Path, tuple[tuple[int, int], Policy]] = {}
 
 
 def load_policy(path: Path | None = None) -> Policy:
-    """Load the policy file, cached by modification time: an edited file takes effect without restart."""
+    """Load the policy file, cached by (modification time, size): an edited file takes effect on the
+    next decision, without a restart."""
     path = (path or DEFAULT_POLICY_FILE).resolve()
     try:
-        mtime = path.stat().st_mtime
+        st = path.stat()
     except FileNotFoundError as exc:
         raise ConfigError(f"policy file {path}: not found") from exc
+    stamp = (st.st_mtime_ns, st.st_size)
     with _policy_lock:
         hit = _policy_cache.get(path)
-        if hit and hit[0] == mtime:
+        if hit and hit[0] == stamp:
             return hit[1]
         policy = parse_policy(path.read_text(encoding="utf-8"), str(path))
-        _policy_cache[path] = (mtime, policy)
+        _policy_cache[path] = (stamp, policy)
         return policy
 
 

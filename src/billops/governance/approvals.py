@@ -6,6 +6,8 @@ plan back from the database, so it executes exactly what the human approved."""
 
 from __future__ import annotations
 
+import copy
+
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 from typing import Any
@@ -193,7 +195,7 @@ def apply_edits(
     from billops.recovery.planner import load_network_rules
 
     plan = {k: v for k, v in dec.plan.items() if k != "original"}
-    original = dec.plan.get("original") or plan
+    original = dec.plan.get("original") or copy.deepcopy(plan)
     changes: list[str] = []
     actions: list[dict[str, Any]] = list(plan.get("actions", []))
     policy = rt.policy()

@@ -48,3 +48,115 @@ def approve(ref: str, body: ApproveBody, who: Principal = Depends(operator)) -> 
 @router.post("/approvals/{ref}/reject", summary="Reject: nothing is executed")
 def reject(ref: str, body: RejectBody, who: Principal = Depends(operator)) -> dict[str, Any]:
     return decide_approval(get_runtime(), ref, approve=False, by=who.username, note=body.why)
+
+
+# ---------------------------------------------------------------- policy
+
+
+@router.get(
+    "/policy", summary="The active policy: version, digest, file text", dependencies=[Depends(viewer)]
+)
+def get_policy() -> dict[str, Any]:
+    from billops.governance.policy_admin import policy_view
+
+    return policy_view(get_runtime())
+
+
+class PolicyBody(BaseModel):
+    text: str = Field(min_length=1, max_length=200_000, description="The whole policy file (YAML).")
+
+
+@router.put("/policy", summary="Replace the policy file (validated, versioned, audited)")
+def put_policy(body: PolicyBody, who: Principal = Depends(admin)) -> dict[str, Any]:
+    from billops.governance.policy_admin import replace_policy
+
+    return replace_policy(get_runtime(), body.text, by=who.username)
+
+
+@router.get(
+    "/policy/explain",
+    summary="Which mode and guardrails apply to a sample customer, and why",
+    dependencies=[Depends(viewer)],
+)
+def explain_policy(
+    platform: str = "stripe",
+    currency: str = Query("usd", min_length=3, max_length=3),
+    amount_minor: int = Query(10_000, ge=0),
+    customer_id: str | None = None,
+    plan: str | None = None,
+    tier: str | None = None,
+    timezone: str | None = None,
+    workflow: str = "recovery",
+) -> dict[str, Any]:
+    from billops.governance.control import controls
+    from billops.governance.explain import explain
+    from billops.governance.rollout import Subject
+
+    rt = get_runtime()
+    sub = Subject(
+        workflow=workflow,
+        platform=platform,
+        customer_id=customer_id,
+        currency=currency.lower(),
+        amount_minor=amount_minor,
+        plans=(plan,) if plan else (),
+        tier=tier,
+        timezone=timezone,
+    )
+    with rt.db.reader() as s:
+        forced = controls(s).shadow_reason
+    return explain(rt.policy(), sub, forced_shadow=forced)
+
+
+# ---------------------------------------------------------------- kill switch and circuit breaker
+
+
+class WhyBody(BaseModel):
+    why: str = Field(min_length=1, max_length=2000, description="Why (recorded in the audit log).")
+
+
+@router.get("/controls", summary="Kill switch and circuit breaker state", dependencies=[Depends(viewer)])
+def get_controls() -> dict[str, Any]:
+    from billops.governance.control import controls
+
+    with get_runtime().db.reader() as s:
+        return controls(s).as_dict()
+
+
+@router.post("/controls/pause-all", summary="Kill switch on: every workflow to shadow at once")
+def pause_all(body: WhyBody, who: Principal = Depends(admin)) -> dict[str, Any]:
+    from billops.governance import control
+
+    with get_runtime().db.session() as s:
+        return control.pause_all(s, by=who.username, why=body.why).as_dict()
+
+
+@router.post("/controls/resume-all", summary="Kill switch off: workflows act again by their modes")
+def resume_all(body: WhyBody, who: Principal = Depends(admin)) -> dict[str, Any]:
+    from billops.governance import control
+
+    with get_runtime().db.session() as s:
+        return control.resume_all(s, by=who.username, why=body.why).as_dict()
+
+
+@router.post("/controls/breaker/reset", summary="Reset a tripped circuit breaker")
+def reset_breaker(body: WhyBody, who: Principal = Depends(admin)) -> dict[str, Any]:
+    from billops.governance import control
+
+    with get_runtime().db.session() as s:
+        return control.reset_breaker(s, by=who.username, why=body.why).as_dict()
+
+
+# ---------------------------------------------------------------- feedback labels
+
+
+@router.get(
+    "/feedback",
+    summary="Human verdicts on decisions, with the decision's features (training labels)",
+    dependencies=[Depends(viewer)],
+)
+def feedback(limit: int = Query(1000, ge=1, le=100_000)) -> list[dict[str, Any]]:
+    from billops.governance.feedback import feedback_rows
+
+    with get_runtime().db.reader() as s:
+        return list(feedback_rows(s, limit=limit))

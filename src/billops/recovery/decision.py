@@ -12,7 +12,7 @@ Routes (thresholds from the policy file):
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -44,6 +44,10 @@ class Action(BaseModel):
         "send_email",
         "send_sms",
         "human_review",
+        # retention offers (policy recovery.offers): always a human's decision (guardrail risky_action)
+        "pause_subscription",
+        "apply_credit",
+        "apply_coupon",
     ]
     at: datetime | None = None
     detail: dict[str, Any] = Field(default_factory=dict)
@@ -237,6 +241,7 @@ def decide(
                     detail={"n": i + 1, "payment_method": other_pm if i == 0 else None},
                 )
             )
+    actions += _offers(policy, route, ctx, now)
     if caps is not None:
         actions = _fit_to_platform(actions, caps, ctx.platform, platform_notes)
     return DecisionPlan(
@@ -276,7 +281,46 @@ _NEEDS = {
     ),
     "write_note": ("write_note", "{p} offers no invoice note: none written"),
     "retry_payment": ("retry_invoice", "{p} cannot retry a payment through BillOps: retries are advice only"),
+    "pause_subscription": ("pause_subscription", "{p} cannot pause a subscription: no pause offered"),
+    "apply_credit": ("credit", "{p} cannot add account credit here: no credit offered"),
+    "apply_coupon": ("coupon", "{p} cannot apply a coupon: no coupon offered"),
 }
+
+
+def _offers(policy: Policy, route: str, ctx: RecoveryContext, now: datetime) -> list[Action]:
+    """The retention offers the policy proposes on this route. They never run without a human."""
+    o, inv, out = policy.recovery.offers, ctx.invoice, []
+    if route in o.pause_subscription.routes and inv.subscription_id:
+        resume = now + timedelta(days=o.pause_subscription.resume_after_days)
+        out.append(
+            Action(
+                type="pause_subscription",
+                detail={
+                    "subscription_id": inv.subscription_id,
+                    "resume_at": resume.replace(microsecond=0).isoformat(),
+                    "why": "retention offer: a pause instead of losing the customer",
+                },
+            )
+        )
+    if route in o.apply_credit.routes:
+        out.append(
+            Action(
+                type="apply_credit",
+                detail={
+                    "amount_minor": o.apply_credit.amount_minor,
+                    "currency": inv.currency,
+                    "reason": f"goodwill credit with invoice {inv.number or inv.id}",
+                },
+            )
+        )
+    if route in o.apply_coupon.routes and o.apply_coupon.coupon:
+        out.append(
+            Action(
+                type="apply_coupon",
+                detail={"coupon": o.apply_coupon.coupon, "subscription_id": inv.subscription_id},
+            )
+        )
+    return out
 
 
 def _fit_to_platform(actions: list[Action], caps: set[str], platform: str, notes: list[str]) -> list[Action]:

@@ -16,10 +16,12 @@ from dbos import DBOS
 from pydantic import TypeAdapter
 from sqlalchemy.exc import IntegrityError
 
-from billops.domain import CanonicalEvent, Customer, Invoice, PaymentAttempt
+from billops.domain import CanonicalEvent, Customer, Invoice, Money, PaymentAttempt
 from billops.domain.declines import load_taxonomy
 from billops.errors import ConfigError, PlatformError
-from billops.governance import audit
+from billops.governance import audit, control, guardrails
+from billops.governance.rollout import Subject, resolve_mode
+from billops.governance.schema import MONEY_ACTIONS
 from billops.mirror import Mirror
 from billops.platforms.registry import missing_client_reason
 from billops.recovery.decision import DecisionPlan, decide
@@ -28,7 +30,14 @@ from billops.recovery.model import RecoveryModel, cached_model, latest_model, re
 from billops.recovery.planner import load_network_rules
 from billops.recovery.scoring import RulesScorer
 from billops.runtime import get_runtime
-from billops.store.models import ActiveRecovery, Approval, Decision, InboxEvent
+from billops.store.models import (
+    ActiveRecovery,
+    Approval,
+    Decision,
+    FeedbackLabel,
+    GovernedAction,
+    InboxEvent,
+)
 
 CTX = TypeAdapter(RecoveryContext)
 SETTLED = {"paid", "void", "uncollectible"}
@@ -184,10 +193,23 @@ def decide_and_record(
         policy = rt.policy()
         ctx = CTX.validate_python(context)
         rules = load_network_rules(policy.network_rules)
-        plan = decide_with_fallback(ctx, policy=policy, rules=rules, now=datetime.now(UTC))
-        mode = policy.mode("recovery")
-        awaiting = mode == "assist" or (mode == "auto" and plan.route == "human_review")
+        now = datetime.now(UTC)
+        plan = decide_with_fallback(ctx, policy=policy, rules=rules, now=now)
+        sub = subject_of(ctx, policy)
+        choice = resolve_mode(policy, sub, forced_shadow=control.controls(s).shadow_reason)
+        mode = choice.mode
+        plan_json = plan.model_dump(mode="json")
+        findings = guardrails.review_plan(
+            s, policy, wf=workflow_id, sub=sub, actions=plan_json["actions"], now=now
+        )
+        to_human = [f for f in findings if f.effect == "approval"]
+        awaiting = mode == "assist" or (mode == "auto" and (plan.route == "human_review" or bool(to_human)))
         status = "recorded" if mode == "shadow" else "awaiting_approval" if awaiting else "approved"
+        plan_json["governance"] = {
+            **choice.as_dict(),
+            "subject": sub.as_dict(),
+            "guardrails": [f.as_dict() for f in findings],
+        }
         inv = ctx.invoice
         row = Decision(
             workflow_id=workflow_id,
@@ -204,7 +226,7 @@ def decide_and_record(
             decline_category=ctx.decline.category.value,
             mode=mode,
             status=status,
-            plan=plan.model_dump(mode="json"),
+            plan=plan_json,
             versions=plan.versions,
             trace_id=trace_id,
             outcome={},
@@ -227,10 +249,44 @@ def decide_and_record(
                 "status": status,
                 "retries": [t.isoformat() for t in plan.retries],
                 "reasons": plan.reasons[:5],
+                "segment": choice.segment,
+                "mode_reasons": choice.reasons,
+                "guardrails": [f.as_dict() for f in findings],
             },
         )
+        for f in findings:
+            audit.record(
+                s,
+                action=f"guardrail.{f.rule}",
+                workflow_id=workflow_id,
+                trace_id=trace_id,
+                subject=f"{ctx.platform}:invoice:{inv.id}",
+                versions={"policy": policy.full_version},
+                outcome={**f.as_dict(), "mode": mode, "status": status},
+            )
         s.flush()
+        guardrails.breaker_check(s, policy, now=now)
         return _decision_dict(row)
+
+
+def subject_of(ctx: RecoveryContext, policy: Any) -> Subject:
+    """What the policy's segments and guardrails see of this failed payment."""
+    inv, cust = ctx.invoice, ctx.customer
+    tier = None
+    if cust is not None:
+        raw = cust.metadata.get(policy.segmentation.tier_key)
+        tier = str(raw) if raw is not None else None
+    plans = tuple(p for p in (inv.plan_name,) if p)
+    return Subject(
+        workflow="recovery",
+        platform=ctx.platform,
+        customer_id=inv.customer_id,
+        currency=inv.currency,
+        amount_minor=inv.amount_remaining or inv.amount_due,
+        plans=plans,
+        tier=tier,
+        timezone=cust.timezone if cust is not None else None,
+    )
 
 
 def resolve_model(policy: Any) -> RecoveryModel | None:
@@ -350,17 +406,21 @@ def request_approval(workflow_id: str) -> None:
         assert dec is not None
         policy = rt.policy()
         hours = policy.approvals.timeout_hours
-        why = (
-            "assist mode: every decision waits for a human"
-            if dec.mode == "assist"
-            else dec.plan["reasons"][0]
-        )
+        sent = [g for g in dec.plan.get("governance", {}).get("guardrails", []) if g["effect"] == "approval"]
+        whys = []
+        if dec.mode == "assist":
+            whys.append("assist mode: every decision waits for a human")
+        elif dec.route == "human_review":
+            whys.append(dec.plan["reasons"][0])
+        whys += [f"guardrail {g['rule']}: {g['reason']}" for g in sent]
+        why = "; ".join(whys) or dec.plan["reasons"][0]
         s.add(
             Approval(
                 workflow_id=workflow_id,
                 status="pending",
                 reason_for_review=why,
                 expires_at=datetime.now(UTC) + timedelta(hours=hours),
+                guardrails=[{"rule": g["rule"], "reason": g["reason"]} for g in sent],
             )
         )
         audit.record(
@@ -389,6 +449,11 @@ def expire_approval(workflow_id: str) -> dict[str, Any]:
         appr.decided_at = datetime.now(UTC)
         appr.decided_by = "timeout"
         dec.status = "approved" if outcome == "approve" else "expired"
+        s.add(
+            FeedbackLabel(
+                workflow_id=workflow_id, label="expired", by="timeout", why=f"default outcome: {outcome}"
+            )
+        )
         audit.record(
             s,
             action="approval.expired",
@@ -403,6 +468,75 @@ def expire_approval(workflow_id: str) -> dict[str, Any]:
 # ------------------------------------------------------------------ act
 
 
+@DBOS.step(name="load_decision")
+def load_decision(workflow_id: str) -> dict[str, Any]:
+    """The decision as stored now: after an approval it holds the plan the human approved (edits
+    included), which is what gets executed."""
+    with get_runtime().db.reader() as s:
+        dec = s.get(Decision, workflow_id)
+        assert dec is not None
+        return _decision_dict(dec)
+
+
+@DBOS.step(name="guard")
+def guard(workflow_id: str, step: str, action: dict[str, Any]) -> dict[str, Any]:
+    """The guardrails just before one action: allow (counted in governed_actions), block or defer
+    (with the time to try again). Every block and deferral is audited with the rule and its reason."""
+    rt = get_runtime()
+    policy = rt.policy()
+    now = datetime.now(UTC)
+    with rt.db.session() as s:
+        dec = s.get(Decision, workflow_id)
+        assert dec is not None
+        appr = s.scalar(sa.select(Approval).where(Approval.workflow_id == workflow_id))
+        human = appr is not None and appr.status == "approved" and appr.decided_by not in (None, "timeout")
+        raw = dec.plan.get("governance", {}).get("subject") or {}
+        sub = Subject(
+            workflow="recovery",
+            platform=dec.platform,
+            customer_id=dec.customer_id,
+            currency=dec.currency,
+            amount_minor=dec.amount,
+            plans=tuple(raw.get("plans", [])),
+            tier=raw.get("tier"),
+            timezone=raw.get("timezone"),
+        )
+        verdict = guardrails.check_action(
+            s, policy, wf=workflow_id, step=step, action=action, sub=sub, human_approved=human, now=now
+        )
+        if verdict.effect == "allow":
+            amount = guardrails._amount_of(action, dec.amount) if action["type"] in MONEY_ACTIONS else 0
+            s.add(
+                GovernedAction(
+                    at=now,
+                    workflow_id=workflow_id,
+                    step=step,
+                    platform=dec.platform,
+                    customer_id=dec.customer_id,
+                    action=action["type"],
+                    amount=amount,
+                    currency=dec.currency.lower(),
+                    status="allowed",
+                )
+            )
+        else:
+            audit.record(
+                s,
+                action=f"guardrail.{verdict.findings[0].rule}",
+                workflow_id=workflow_id,
+                trace_id=dec.trace_id,
+                subject=f"{dec.platform}:invoice:{dec.invoice_id}",
+                versions={"policy": policy.full_version},
+                outcome={"step": step, "action": action["type"], **verdict.as_dict()},
+            )
+            if verdict.effect == "block":
+                dec.outcome = {
+                    **dec.outcome,
+                    step: {"status": "blocked", "why": "; ".join(f.reason for f in verdict.findings)},
+                }
+        return verdict.as_dict()
+
+
 @DBOS.step(
     name="platform_action", retries_allowed=True, max_attempts=4, interval_seconds=2, should_retry=_retryable
 )
@@ -415,6 +549,7 @@ def platform_action(workflow_id: str, step: str, action: dict[str, Any]) -> dict
         platform, invoice_id, customer_id = dec.platform, dec.invoice_id, dec.customer_id
     key = f"{workflow_id}:{step}"
     kind = action["type"]
+    detail = action.get("detail") or {}
     client = rt.platform_client(platform)
     result: dict[str, Any]
     if kind in ("send_email", "send_sms"):
@@ -443,6 +578,26 @@ def platform_action(workflow_id: str, step: str, action: dict[str, Any]) -> dict
             elif kind == "card_update_link" and caps.card_update_link and customer_id:
                 url = client.card_update_link(customer_id, return_url=None, idempotency_key=key)
                 result = {"status": "done", "url": url}
+            elif kind == "pause_subscription" and caps.pause_subscription and detail.get("subscription_id"):
+                resume = detail.get("resume_at")
+                client.pause_subscription(
+                    detail["subscription_id"],
+                    resume_at=datetime.fromisoformat(resume) if resume else None,
+                    idempotency_key=key,
+                )
+                result = {"status": "done", "subscription": detail["subscription_id"], "resume_at": resume}
+            elif kind == "apply_credit" and caps.credit and customer_id:
+                money = Money(amount=int(detail["amount_minor"]), currency=detail["currency"])
+                client.apply_credit(customer_id, money, reason=detail.get("reason", ""), idempotency_key=key)
+                result = {"status": "done", "amount": money.format()}
+            elif kind == "apply_coupon" and caps.coupon and customer_id:
+                client.apply_coupon(
+                    customer_id,
+                    detail["coupon"],
+                    subscription_id=detail.get("subscription_id"),
+                    idempotency_key=key,
+                )
+                result = {"status": "done", "coupon": detail["coupon"]}
             else:
                 result = {"status": "skipped", "why": f"{platform} cannot {kind.replace('_', ' ')}"}
         except PlatformError as exc:
@@ -508,11 +663,21 @@ def retry_payment(workflow_id: str, n: int, payment_method_id: str | None) -> di
 def _record_action(
     workflow_id: str, step: str, action: str, inputs: dict[str, Any], result: dict[str, Any]
 ) -> None:
-    """Store an action's result on its decision and audit it, in one transaction."""
-    with get_runtime().db.session() as s:
+    """Store an action's result on its decision and audit it, in one transaction; an error counts
+    toward the circuit breaker."""
+    rt = get_runtime()
+    with rt.db.session() as s:
         dec = s.get(Decision, workflow_id)
         assert dec is not None
         dec.outcome = {**dec.outcome, step: result}
+        errored = "error" in result or result.get("status") == "error"
+        s.execute(
+            sa.update(GovernedAction)
+            .where(GovernedAction.workflow_id == workflow_id, GovernedAction.step == step)
+            .values(status="error" if errored else "done", detail={"status": result.get("status")})
+        )
+        if errored:
+            guardrails.breaker_check(s, rt.policy(), now=datetime.now(UTC))
         audit.record(
             s,
             action=action,
@@ -522,6 +687,12 @@ def _record_action(
             inputs=inputs,
             outcome=result,
         )
+
+
+@DBOS.step(name="record_failure")
+def record_failure(workflow_id: str, step: str, kind: str, error: str) -> None:
+    """An action whose retries ran out: recorded on the decision, audited, counted by the breaker."""
+    _record_action(workflow_id, step, f"action.{kind}", {}, {"status": "error", "error": error[:500]})
 
 
 @DBOS.step(name="finish")

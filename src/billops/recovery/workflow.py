@@ -16,6 +16,7 @@ from typing import Any
 from dbos import DBOS, SetWorkflowID
 from dbos._error import DBOSNonExistentWorkflowError
 
+from billops.governance.schema import MESSAGE_ACTIONS
 from billops.platforms.registry import missing_client_reason
 from billops.recovery import steps
 from billops.runtime import get_runtime
@@ -116,13 +117,29 @@ def recovery_followup(decision: dict[str, Any]) -> dict[str, Any]:
 def execute(decision: dict[str, Any]) -> dict[str, Any]:
     wf = decision["workflow_id"]
     platform, invoice_id = decision["platform"], decision["invoice_id"]
+    # The stored plan: after an approval it is the one the human approved, edits included.
+    decision = {**decision, **steps.load_decision(wf)}
     plan = steps.plan_of(decision)
     for i, action in enumerate(plan.actions):
         if action.type in ("retry_payment", "human_review"):
             continue
+        step = f"{i}:{action.type}"
+        payload = action.model_dump(mode="json")
+        if action.type in MESSAGE_ACTIONS:
+            # A message may have to wait for the customer's quiet hours to end: its own durable
+            # workflow waits, so the rest of the plan (the retries) keeps its times.
+            with SetWorkflowID(f"{wf}:{step}"):
+                DBOS.start_workflow(deliver_message, wf, step, payload)
+            continue
+        gate = _guarded(wf, step, payload)
+        if gate == "settled":
+            return _done(wf, platform, invoice_id, "settled_elsewhere", {"during": step})
+        if gate != "allow":
+            continue
         try:
-            steps.platform_action(wf, f"{i}:{action.type}", action.model_dump(mode="json"))
+            steps.platform_action(wf, step, payload)
         except Exception as exc:  # retries exhausted: recorded by DBOS; go on with the rest of the plan
+            steps.record_failure(wf, step, action.type, repr(exc))
             DBOS.logger.warning("action %s failed for %s: %s", action.type, wf, exc)
 
     retries = [a for a in plan.actions if a.type == "retry_payment"]
@@ -147,10 +164,16 @@ def execute(decision: dict[str, Any]) -> dict[str, Any]:
             msg = _wait(max(0.0, (at - datetime.now(UTC)).total_seconds()))
             if msg is not None and msg["type"] == "settled":
                 return _done(wf, platform, invoice_id, "settled_elsewhere", {"status": msg.get("status")})
+        gate = _guarded(wf, f"pay:{n}", {"type": "retry_payment", "detail": {"n": n}})
+        if gate == "settled":
+            return _done(wf, platform, invoice_id, "settled_elsewhere", {"retry": n})
+        if gate != "allow":
+            return _done(wf, platform, invoice_id, "stopped", {"why": f"guardrail stopped retry {n}"})
         try:
             res = steps.retry_payment(wf, n, pm)
         except Exception as exc:
             res = {"status": "failed", "error": str(exc), "never_retry": False}
+            steps.record_failure(wf, f"pay:{n}", "retry_payment", str(exc))
         if res["status"] in ("succeeded", "already_settled"):
             return _done(
                 wf,
@@ -175,6 +198,38 @@ def execute(decision: dict[str, Any]) -> dict[str, Any]:
                 if not queue:
                     return _done(wf, platform, invoice_id, "exhausted", {"retries": n, "why": new.get("why")})
     return _done(wf, platform, invoice_id, "exhausted", {"retries": len(retries_to_run)})
+
+
+MAX_DEFERRALS = 20
+
+
+@DBOS.workflow(name="deliver_message")
+def deliver_message(wf: str, step: str, action: dict[str, Any]) -> dict[str, Any]:
+    """One drafted message of a recovery: guardrails first (quiet hours, rate limits, kill switch)."""
+    gate = _guarded(wf, step, action)
+    if gate != "allow":
+        return {"status": gate}
+    try:
+        return steps.platform_action(wf, step, action)
+    except Exception as exc:
+        steps.record_failure(wf, step, action["type"], repr(exc))
+        return {"status": "error"}
+
+
+def _guarded(wf: str, step: str, action: dict[str, Any]) -> str:
+    """Ask the guardrails before an action: 'allow', 'block', or 'settled' (the invoice settled while a
+    deferral waited). A deferral (rate limit, quiet hours) waits durably until its time, then asks again."""
+    for _ in range(MAX_DEFERRALS):
+        verdict = steps.guard(wf, step, action)
+        if verdict["effect"] == "allow":
+            return "allow"
+        if verdict["effect"] != "defer":
+            return "block"
+        until = datetime.fromisoformat(verdict["not_before"])
+        msg = _wait(max(1.0, (until - datetime.now(UTC)).total_seconds()))
+        if msg is not None and msg["type"] == "settled":
+            return "settled"
+    return "block"
 
 
 def _wait(seconds: float) -> dict[str, Any] | None:
