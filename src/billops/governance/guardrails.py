@@ -134,8 +134,9 @@ def _cap_findings(
         if a["type"] not in MONEY_ACTIONS:
             continue
         amount = _amount_of(a, sub.amount_minor)
+        seen = a["type"] in planned
         planned[a["type"]] = max(planned.get(a["type"], 0), amount)
-        if per_action is not None and amount > per_action:
+        if per_action is not None and amount > per_action and not seen:
             out.append(
                 Finding(
                     "amount_cap_per_action",
