@@ -112,36 +112,91 @@ def approvals_list(
     console.print(t)
 
 
-def _decide(ref: str, approve: bool, by: str | None, note: str | None) -> None:
+def _decide(ref: str, approve: bool, by: str | None, note: str | None, edits: Any = None) -> None:
     import getpass
 
     from billops.governance.approvals import decide_approval
 
     who = by or f"cli:{getpass.getuser()}"
-    view = decide_approval(runtime(), ref, approve=approve, by=who, note=note)
+    view = decide_approval(runtime(), ref, approve=approve, by=who, note=note, edits=edits)
+    edited = " (edited)" if view.get("edits") else ""
     console.print(
-        f"approval {view['id']} {view['status']} by {who}: workflow {view['workflow_id']} continues"
+        f"approval {view['id']} {view['status']}{edited} by {who}: workflow {view['workflow_id']} continues"
     )
+
+
+@approvals_app.command("show")
+def approvals_show(ref: Annotated[str, typer.Argument(help="Approval id or decision workflow id.")]) -> None:
+    """One approval in full: customer, invoice, actions, drafted messages, score and reasons, guardrails."""
+    from billops.governance.approvals import get_approval
+
+    print(json.dumps(get_approval(runtime(), ref), indent=2, ensure_ascii=False))
 
 
 @approvals_app.command("approve")
 def approvals_approve(
     ref: Annotated[str, typer.Argument(help="Approval id or decision workflow id.")],
     by: Annotated[str | None, typer.Option(help="Who approves (default: cli:<user>).")] = None,
-    note: Annotated[str | None, typer.Option(help="Why.")] = None,
+    why: Annotated[str | None, typer.Option("--why", "--note", help="Why (recorded).")] = None,
+    retry: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Edit: a retry time (ISO 8601 with zone), repeat for several; replaces the plan's."
+        ),
+    ] = None,
+    no_retry: Annotated[bool, typer.Option(help="Edit: approve without any retry.")] = False,
+    drop: Annotated[list[str] | None, typer.Option(help="Edit: an action type not to execute.")] = None,
+    message: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Edit: KIND=FILE, the message KIND's new body from FILE (first line 'Subject: …' "
+            "sets the subject)."
+        ),
+    ] = None,
 ) -> None:
-    """Approve a waiting decision: its workflow executes the plan."""
-    _decide(ref, True, by, note)
+    """Approve a waiting decision (optionally edited first): its workflow executes the plan."""
+    from datetime import datetime
+
+    from billops.errors import InputError
+    from billops.governance.approvals import ApprovalEdits, MessageEdit
+
+    retries = None
+    if no_retry:
+        retries = []
+    elif retry:
+        try:
+            retries = [datetime.fromisoformat(r.replace("Z", "+00:00")) for r in retry]
+        except ValueError as exc:
+            raise InputError(f"--retry: {exc}") from None
+    messages = {}
+    for m in message or []:
+        kind, sep, path = m.partition("=")
+        if not sep:
+            raise InputError(f"--message {m!r}: expected KIND=FILE")
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise InputError(f"--message {kind}: cannot read {path} ({exc.strerror})") from None
+        subject = None
+        if text.startswith("Subject:"):
+            first, _, text = text.partition("\n")
+            subject = first[len("Subject:") :].strip()
+        messages[kind] = MessageEdit(subject=subject, body=text.strip())
+    try:
+        edits = ApprovalEdits(retries=retries, messages=messages, drop_actions=list(drop or []))
+    except ValueError as exc:
+        raise InputError(f"edits: {exc}") from None
+    _decide(ref, True, by, why, edits)
 
 
 @approvals_app.command("reject")
 def approvals_reject(
     ref: Annotated[str, typer.Argument(help="Approval id or decision workflow id.")],
+    why: Annotated[str, typer.Option("--why", "--note", help="Why (required, recorded).")],
     by: Annotated[str | None, typer.Option(help="Who rejects (default: cli:<user>).")] = None,
-    note: Annotated[str | None, typer.Option(help="Why.")] = None,
 ) -> None:
     """Reject a waiting decision: nothing is executed."""
-    _decide(ref, False, by, note)
+    _decide(ref, False, by, why)
 
 
 # ---------------------------------------------------------------- audit

@@ -405,7 +405,7 @@ class ApprovalPolicy(_Strict):
 class Policy(_Strict):
     version: str
     modes: dict[Literal["recovery"], WorkflowModes] = Field(
-        default_factory=lambda: {"recovery": WorkflowModes()}  # type: ignore[dict-item]
+        default_factory=lambda: {"recovery": WorkflowModes()}  # type: ignore[arg-type]
     )
     segmentation: Segmentation = Segmentation()
     guardrails: Guardrails = Guardrails()
