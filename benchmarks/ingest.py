@@ -159,13 +159,14 @@ def client_subprocess(url: str, secret: str, args: argparse.Namespace) -> dict[s
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def wait_drained(url: str, timeout: float) -> tuple[float | None, dict[str, Any]]:
+def wait_drained(url: str, token: str, timeout: float) -> tuple[float | None, dict[str, Any]]:
     import httpx
 
     started = time.monotonic()
     status: dict[str, Any] = {}
+    headers = {"Authorization": f"Bearer {token}"}
     while time.monotonic() - started < timeout:
-        status = httpx.get(f"{url}/api/status", timeout=10).json()
+        status = httpx.get(f"{url}/api/status", headers=headers, timeout=10).json()
         wf = status.get("workflows", {})
         if wf.get("pending", 0) + wf.get("enqueued", 0) == 0:
             return time.monotonic() - started, status
@@ -176,17 +177,18 @@ def wait_drained(url: str, timeout: float) -> tuple[float | None, dict[str, Any]
 def bench_billops(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
     import secrets
 
-    from billops.sim.demo import Server, free_port, server_env
+    from billops.sim.demo import Server, demo_token, free_port, server_env
 
     data_dir = Path(tempfile.mkdtemp(prefix="billops-bench-"))
     secret = "whsec_" + secrets.token_hex(24)
     server = Server(data_dir, free_port(), server_env(data_dir, secret))
     try:
         server.wait_healthy(60)
+        token = demo_token(data_dir)  # a viewer token in the server's database, to read /api/status
         result = client_subprocess(f"{server.url}/webhooks/stripe/default", secret, args)
         drain: dict[str, Any] = {}
         if args.drain_timeout > 0:
-            seconds, status = wait_drained(server.url, args.drain_timeout)
+            seconds, status = wait_drained(server.url, token, args.drain_timeout)
             wf = status.get("workflows", {})
             drain = {
                 "drain_seconds_after_send": None if seconds is None else round(seconds, 1),

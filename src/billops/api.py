@@ -1,41 +1,32 @@
-"""The HTTP API under /api: status, decisions, approvals.
+"""The HTTP API under /api: status, decisions, and who am I. The approval queue, policy and controls are in
+governance/routes.py, users and tokens in governance/users_api.py.
 
-Access: with `BILLOPS_API_TOKEN` set, every /api route needs `Authorization: Bearer <token>`;
-without one, the API answers loopback clients only (a laptop install) and refuses everyone else.
-Roles and per-user tokens come with the governance work; the webhook routes never use this.
+Access (docs/access.md): every route states its least role with `require_role(...)`; a caller sends a
+per-user API token, `Authorization: Bearer bo_<id>_<secret>`. The webhook routes never use this.
 """
 
 from __future__ import annotations
 
-import hmac
 from typing import Any
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query
 
+from billops.governance.access import require_role
+from billops.governance.users import Principal
 from billops.runtime import get_runtime
 from billops.store.models import Decision, InboxEvent
 
-LOOPBACK = {"127.0.0.1", "::1", "localhost", "testclient"}
+router = APIRouter(prefix="/api", tags=["api"])
+viewer = require_role("viewer")
 
 
-def require_access(request: Request) -> None:
-    token = get_runtime().settings.api_token
-    if token is None:
-        host = request.client.host if request.client else ""
-        if host not in LOOPBACK:
-            raise HTTPException(403, "the API answers loopback clients only unless BILLOPS_API_TOKEN is set")
-        return
-    auth = request.headers.get("authorization", "")
-    given = auth[7:] if auth.lower().startswith("bearer ") else ""
-    if not given or not hmac.compare_digest(given.encode(), token.get_secret_value().encode()):
-        raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
+@router.get("/me", summary="Who am I: the token's user, role and token id")
+def me(who: Principal = Depends(viewer)) -> dict[str, Any]:
+    return {"username": who.username, "role": who.role, "via": who.via}
 
 
-router = APIRouter(prefix="/api", tags=["api"], dependencies=[Depends(require_access)])
-
-
-@router.get("/status", summary="Events, decisions and workflow counts")
+@router.get("/status", summary="Events, decisions and workflow counts", dependencies=[Depends(viewer)])
 def status() -> dict[str, Any]:
     rt = get_runtime()
     with rt.db.reader() as s:
@@ -76,7 +67,7 @@ def decision_view(d: Decision) -> dict[str, Any]:
     }
 
 
-@router.get("/decisions", summary="Recent decisions, newest first")
+@router.get("/decisions", summary="Recent decisions, newest first", dependencies=[Depends(viewer)])
 def decisions(
     route: str | None = None, status: str | None = None, limit: int = Query(100, ge=1, le=5000)
 ) -> list[dict[str, Any]]:
@@ -89,7 +80,7 @@ def decisions(
         return [decision_view(d) for d in s.scalars(q)]
 
 
-@router.get("/decisions/{workflow_id}", summary="One decision")
+@router.get("/decisions/{workflow_id}", summary="One decision", dependencies=[Depends(viewer)])
 def decision(workflow_id: str) -> dict[str, Any]:
     with get_runtime().db.reader() as s:
         d = s.get(Decision, workflow_id)

@@ -57,6 +57,7 @@ def create_app(settings: Settings | None = None, *, manage_runtime: bool = True)
     from billops.api import router as api_router
     from billops.governance.kpis import router as kpis_router
     from billops.governance.routes import router as governance_router
+    from billops.governance.users_api import router as users_router
     from billops.ingest.routes import router as webhook_router
     from billops.web import mount_console
 
@@ -64,5 +65,6 @@ def create_app(settings: Settings | None = None, *, manage_runtime: bool = True)
     app.include_router(api_router)
     app.include_router(governance_router)
     app.include_router(kpis_router)
+    app.include_router(users_router)
     mount_console(app)
     return app

@@ -24,6 +24,7 @@ from fastapi.testclient import TestClient
 
 from billops.app import create_app
 from billops.governance.audit import verify
+from support.auth import bearer, token_for
 from support.helpers import SECRET, sign, wait_for
 from support.localstripe import (
     API_KEY,
@@ -211,6 +212,7 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         self.env, self.cwd, self.log = env, cwd, log
         self.proc: subprocess.Popen[bytes] | None = None
+        self.token = ""  # a viewer's API token in the server's database, for GET /api/…
 
     def start(self) -> Server:
         with self.log.open("ab") as err:
@@ -251,9 +253,10 @@ class Server:
 
     def decision(self, wf: str) -> dict[str, Any] | None:
         try:
-            r = httpx.get(f"{self.url}/api/decisions/{wf}", timeout=5)
+            r = httpx.get(f"{self.url}/api/decisions/{wf}", headers=bearer(self.token), timeout=5)
         except httpx.HTTPError:
             return None
+        assert r.status_code in (200, 404), r.text  # a refused token fails loudly, not as "not yet"
         return r.json() if r.status_code == 200 else None
 
 
@@ -276,14 +279,15 @@ def test_killed_while_waiting_for_the_retry_resumes_and_pays_once(
         "BILLOPS_STRIPE_WEBHOOK_SECRETS": json.dumps({"default": [SECRET]}),
         "BILLOPS_EXECUTOR_ID": "crash-test",
     }
-    for name in ("BILLOPS_DATABASE_URL", "BILLOPS_API_TOKEN"):
-        env.pop(name, None)
+    env.pop("BILLOPS_DATABASE_URL", None)
     log = tmp_path / "server.log"
     servers: list[Server] = []
     try:
         first = Server(env, tmp_path, log)
         servers.append(first)
         first.start()
+        # The API needs a token: a viewer service user in the server's own database (schema made by it).
+        first.token = token_for(f"sqlite:///{tmp_path / 'data' / 'billops.db'}", "viewer")
         seeded = seed_failed_invoice(sdk)
         charge, invoice = failure_events(seeded)
         first.post(charge)
@@ -296,6 +300,7 @@ def test_killed_while_waiting_for_the_retry_resumes_and_pays_once(
 
         add_card(sdk, seeded.customer_id, card=CARD_OK, make_default=True)
         second = Server(env, tmp_path, log)
+        second.token = first.token  # same database: the same token
         servers.append(second)
         second.start()
         done = wait_for(

@@ -24,6 +24,7 @@ from fastapi.testclient import TestClient
 
 from billops.app import create_app
 from billops.governance.audit import verify
+from support.auth import auth_headers
 from support.service import Service
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
@@ -363,8 +364,9 @@ def test_assist_waits_for_a_human_then_acts_and_recovers(
     wf = harness.post_failure(svc.client)
     svc.awaiting(wf)
     assert harness.writes() == [], "nothing is done before the approval"
-    [item] = [a for a in svc.client.get("/api/approvals").json() if a["workflow_id"] == wf]
-    r = svc.client.post(f"/api/approvals/{item['id']}/approve", json={"by": "ops@example.com"})
+    ops = auth_headers(svc.rt, "operator")
+    [item] = [a for a in svc.client.get("/api/approvals", headers=ops).json() if a["workflow_id"] == wf]
+    r = svc.client.post(f"/api/approvals/{item['id']}/approve", json={"why": "looks right"}, headers=ops)
     assert r.status_code == 200, r.text
 
     done = svc.decision(wf, status="recovered", timeout=60)

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from billops.app import create_app
 from billops.governance.audit import verify
 from billops.store.models import Approval, AuditRecord, Decision
+from support.auth import auth_headers, bearer, make_user, token_for
 from support.helpers import wait_for, workflow_status
 from support.scenario import Failure
 from support.service import Service
@@ -44,7 +45,7 @@ def test_shadow_decides_records_and_changes_nothing(service: Callable[..., Servi
     assert d.decline_code == "insufficient_funds" and d.decline_category == "soft"
     assert d.route == "retry_and_notify"  # a customer with no history scores 73: notify and retry
     assert d.versions["scorer"] == "rules-v1"
-    assert d.versions["policy"].startswith("2026-11-21.1+")
+    assert d.versions["policy"] == svc.rt.policy().full_version  # the policy file's version + digest
     assert d.plan["retries"], "a soft decline gets retry times"
     assert {m["kind"] for m in d.plan["messages"]} == {"urgent_email", "sms"}
     assert d.outcome.get("0:card_update_link") is None  # shadow executes nothing
@@ -78,11 +79,14 @@ def test_assist_waits_then_approval_resumes_the_workflow(service: Callable[..., 
     svc = service("assist")
     wf = svc.fail(Failure().events())
     d = svc.awaiting(wf)
-    queue = svc.client.get("/api/approvals").json()
+    ops = bearer(
+        token_for(svc.rt, "operator", username=make_user(svc.rt, "operator", username="ops@example.com"))
+    )
+    queue = svc.client.get("/api/approvals", headers=ops).json()
     assert [a["workflow_id"] for a in queue] == [wf]
     item = queue[0]
     assert item["messages"] and item["reasons"] and item["route"] == d.route
-    r = svc.client.post(f"/api/approvals/{item['id']}/approve", json={"by": "ops@example.com", "note": "ok"})
+    r = svc.client.post(f"/api/approvals/{item['id']}/approve", json={"why": "ok"}, headers=ops)
     assert r.status_code == 200, r.text
     # The workflow continues; without Stripe credentials each platform action is recorded as skipped.
     done = svc.decision(wf, status="not_executed")
@@ -97,7 +101,7 @@ def test_assist_waits_then_approval_resumes_the_workflow(service: Callable[..., 
         rec = s.scalar(sa.select(AuditRecord).where(AuditRecord.action == "approval.approved"))
         assert rec.actor_type == "human" and rec.actor == "ops@example.com"
     # A second choice on the same item is refused clearly.
-    r2 = svc.client.post(f"/api/approvals/{item['id']}/reject", json={"by": "someone"})
+    r2 = svc.client.post(f"/api/approvals/{item['id']}/reject", json={"why": "changed my mind"}, headers=ops)
     assert r2.status_code == 409 and "already approved" in r2.json()["error"]
 
 
@@ -146,11 +150,14 @@ def test_status_and_decisions_api(service: Callable[..., Service]) -> None:
     svc = service("shadow")
     wf = svc.fail(Failure(decline_code="stolen_card", failure_code="stolen_card").events())
     svc.decision(wf, status="recorded")
-    st = svc.client.get("/api/status").json()
+    viewer = auth_headers(svc.rt, "viewer")
+    st = svc.client.get("/api/status", headers=viewer).json()
     assert st["events"] == 2 and st["decisions"] == 1
-    items = svc.client.get("/api/decisions").json()
+    items = svc.client.get("/api/decisions", headers=viewer).json()
     assert items[0]["workflow_id"] == wf and items[0]["route"] == "no_retry"
-    assert svc.client.get(f"/api/decisions/{wf}").json()["plan"]["retry_blocked"].startswith("never retried")
+    one = svc.client.get(f"/api/decisions/{wf}", headers=viewer).json()
+    assert one["plan"]["retry_blocked"].startswith("never retried")
+    assert svc.client.get("/api/decisions").status_code == 401  # no token, no data
 
 
 def test_invoice_paid_while_a_recovery_is_still_deciding(service: Callable[..., Service]) -> None:

@@ -16,6 +16,7 @@ from billops.governance.users import AuthError, Principal, Role, authenticate_to
 from billops.runtime import get_runtime
 
 BEARER = {"WWW-Authenticate": 'Bearer realm="billops"'}
+INVALID = {"WWW-Authenticate": 'Bearer realm="billops", error="invalid_token"'}
 
 
 def require_role(role: Role) -> Callable[[Request], Principal]:
@@ -30,10 +31,12 @@ def require_role(role: Role) -> Callable[[Request], Principal]:
             try:
                 principal = authenticate_token(s, auth[7:].strip())
             except AuthError as exc:
-                raise HTTPException(401, exc.message, BEARER) from None
+                raise HTTPException(401, exc.message, INVALID) from None
         if not principal.can(role):
             raise HTTPException(
-                403, f"{principal.username} has role {principal.role}; this route needs {role} or higher"
+                403,
+                f"{principal.username} has role {principal.role}; this route needs {role} or higher",
+                {"WWW-Authenticate": 'Bearer realm="billops", error="insufficient_scope"'},
             )
         token_id = int(principal.via.split(":")[1])
         if should_touch(token_id):
@@ -42,5 +45,5 @@ def require_role(role: Role) -> Callable[[Request], Principal]:
         request.state.principal = principal
         return principal
 
-    dependency.required_role = role  # type: ignore[attr-defined]  (read by the route-table test)
+    dependency.required_role = role  # type: ignore[attr-defined]  # read by tests/test_routes_roles.py
     return dependency

@@ -68,7 +68,7 @@ def _now() -> datetime:
 def check_role(role: str) -> Role:
     if role not in RANK:
         raise BillopsError(f"unknown role {role!r}: use one of {', '.join(ROLES)}", 422)
-    return role  # type: ignore[return-value]
+    return role
 
 
 def check_password(password: str) -> None:
@@ -125,11 +125,20 @@ def count_admins(s: Session) -> int:
     return int(s.scalar(q) or 0)
 
 
+def _lock_active_admins(s: Session) -> list[int]:
+    """The active admins' ids, their rows locked until the transaction ends (PostgreSQL; SQLite's write
+    transaction is already exclusive), so two concurrent revokes cannot remove the last two admins."""
+    q = sa.select(User.id).where(User.role == "admin", User.revoked_at.is_(None)).with_for_update()
+    return list(s.scalars(q))
+
+
 def revoke_user(s: Session, username: str, *, by: str) -> User:
     """Revoke a user: no more logins, every token revoked, every console session ended."""
     user = get_user(s, username)
     if user.revoked_at is not None:
         raise Conflict(f"user {username!r} is already revoked")
+    if user.role == "admin" and len(_lock_active_admins(s)) <= 1:
+        raise Conflict(f"{username!r} is the last active admin: add another admin before revoking this one")
     now = _now()
     user.revoked_at = now
     tokens = list(

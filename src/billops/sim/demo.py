@@ -3,7 +3,8 @@
 The demo starts `python -m billops serve` on loopback with its own data directory and a fresh
 `whsec_` secret (policy: the packaged default, shadow mode: decide and record, change nothing),
 posts every event over HTTP with a `Stripe-Signature` made at send time, waits for the workflows,
-then reads the decisions back through the API and summarizes them. `run_demo(...)` returns the
+then reads the decisions back through the API (with a viewer service user and API token it creates in
+that database, see `demo_token`) and summarizes them. `run_demo(...)` returns the
 summary numbers; the CLI command only prints them.
 """
 
@@ -185,13 +186,32 @@ def post_events(
     }
 
 
-def wait_settled(url: str, timeout: float = 90.0, quiet_seconds: float = 5.0) -> tuple[dict[str, Any], bool]:
+def demo_token(data_dir: Path) -> str:
+    """A viewer service user and a one-day API token in the demo server's own database (created by the
+    server at start-up), for reading /api: the same as `billops users add … --token-only` and
+    `billops users token …` on that database. Audited as `billops demo`."""
+    from billops.governance import users
+    from billops.store.db import Database
+
+    db = Database(f"sqlite:///{data_dir / 'billops.db'}")
+    try:
+        with db.session() as s:
+            name = f"demo-{secrets.token_hex(4)}"  # unique: a kept (--keep) database has earlier ones
+            users.create_user(s, name, "viewer", None, by="billops demo")
+            return users.issue_token(s, name, "demo", days=1, max_days=1, by="billops demo")[1]
+    finally:
+        db.dispose()
+
+
+def wait_settled(
+    url: str, token: str, timeout: float = 90.0, quiet_seconds: float = 5.0
+) -> tuple[dict[str, Any], bool]:
     """Poll /api/status until no workflow is pending or enqueued. Workflows that only wait (a timer,
     an approval) without any change for `quiet_seconds` while nothing is enqueued count as settled."""
     deadline = time.monotonic() + timeout
     last: dict[str, Any] = {}
     unchanged_since = time.monotonic()
-    with httpx.Client(timeout=10.0) as client:
+    with httpx.Client(timeout=10.0, headers={"Authorization": f"Bearer {token}"}) as client:
         while True:
             r = client.get(f"{url}/api/status")
             if r.status_code != 200:
@@ -388,6 +408,7 @@ def run_demo(
     try:
         with console.status("starting the server…"):
             server.wait_healthy(60.0)
+        token = demo_token(data_dir)
         columns = (
             TextColumn("{task.description}"),
             BarColumn(),
@@ -399,9 +420,14 @@ def run_demo(
                 f"{server.url}/webhooks/stripe/default", bodies, secret, workers=workers, progress=progress
             )
         with console.status("waiting for the workflows…"):
-            status, settled = wait_settled(server.url, 90.0)
+            status, settled = wait_settled(server.url, token, 90.0)
         limit = min(5000, max(1000, int(status.get("decisions") or 0)))
-        r = httpx.get(f"{server.url}/api/decisions", params={"limit": limit}, timeout=30.0)
+        r = httpx.get(
+            f"{server.url}/api/decisions",
+            params={"limit": limit},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=30.0,
+        )
         if r.status_code != 200:
             raise DemoError(f"GET /api/decisions answered {r.status_code}: {r.text[:300]}")
         decisions = r.json()
