@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Depends, HTTPException, Query
 
 from billops.governance.access import require_role
+from billops.governance.control import controls
 from billops.governance.users import Principal
 from billops.runtime import get_runtime
 from billops.store.models import Decision, InboxEvent
@@ -32,6 +33,7 @@ def status() -> dict[str, Any]:
     with rt.db.reader() as s:
         events = s.scalar(sa.select(sa.func.count()).select_from(InboxEvent)) or 0
         decisions = s.scalar(sa.select(sa.func.count()).select_from(Decision)) or 0
+        switches = controls(s).as_dict()
     counts = {"pending": 0, "enqueued": 0, "success": 0, "error": 0, "other": 0}
     with rt.db.engine.connect() as c:
         schema = "" if rt.db.is_sqlite else "dbos."
@@ -40,7 +42,7 @@ def status() -> dict[str, Any]:
         ):
             key = str(st).lower()
             counts[key if key in counts else "other"] += n
-    return {"events": events, "decisions": decisions, "workflows": counts}
+    return {"events": events, "decisions": decisions, "workflows": counts, "controls": switches}
 
 
 def decision_view(d: Decision) -> dict[str, Any]:

@@ -7,7 +7,6 @@ plan back from the database, so it executes exactly what the human approved."""
 from __future__ import annotations
 
 import copy
-
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 from typing import Any

@@ -35,7 +35,7 @@ def _canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str, ensure_ascii=False)
 
 
-def _fields(r: AuditRecord) -> dict[str, Any]:
+def fields(r: AuditRecord) -> dict[str, Any]:
     return {
         "seq": r.seq,
         "at": r.at.astimezone(UTC).isoformat(),
@@ -88,7 +88,7 @@ def record(
         outcome=json.loads(_canonical(outcome or {})),
         prev_hash=prev_hash,
     )
-    rec.hash = compute_hash(prev_hash, _fields(rec))
+    rec.hash = compute_hash(prev_hash, fields(rec))
     session.add(rec)
     if head is None:
         session.add(AuditHead(id=1, seq=rec.seq, hash=rec.hash))
@@ -115,7 +115,7 @@ def verify(session: Session, *, max_problems: int = 50) -> VerifyResult:
             problems.append(f"records {expected_seq}..{rec.seq - 1} are missing (deleted?)")
         if rec.prev_hash != prev_hash:
             problems.append(f"record {rec.seq}: does not link to the record before it")
-        if compute_hash(rec.prev_hash, _fields(rec)) != rec.hash:
+        if compute_hash(rec.prev_hash, fields(rec)) != rec.hash:
             problems.append(f"record {rec.seq}: content does not match its hash (edited?)")
         prev_hash, expected_seq = rec.hash, rec.seq + 1
         if len(problems) >= max_problems:
@@ -143,4 +143,4 @@ def export(
     if workflow_id is not None:
         q = q.where(AuditRecord.workflow_id == workflow_id)
     for rec in session.scalars(q).yield_per(1000):
-        yield {**_fields(rec), "prev_hash": rec.prev_hash, "hash": rec.hash}
+        yield {**fields(rec), "prev_hash": rec.prev_hash, "hash": rec.hash}

@@ -16,6 +16,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from prometheus_client import Gauge
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from billops.errors import Conflict
@@ -70,9 +71,14 @@ def controls(s: Session) -> Controls:
 def _set(s: Session, key: str, value: dict[str, Any]) -> None:
     row = s.get(GovernanceState, key, with_for_update=True)
     if row is None:
-        s.add(GovernanceState(key=key, value=value))
-    else:
-        row.value = value
+        try:
+            with s.begin_nested():  # two workers may create the row at once: the second updates it
+                s.add(GovernanceState(key=key, value=value))
+            return
+        except IntegrityError:
+            row = s.get(GovernanceState, key, with_for_update=True, populate_existing=True)
+            assert row is not None
+    row.value = value
     s.flush()
 
 
