@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import ValidationError
 
+from billops.api import decision_view
 from billops.errors import BillopsError, NotFound
 from billops.governance.approvals import (
     ApprovalEdits,
@@ -225,21 +226,7 @@ def decision(request: Request, workflow_id: str, v: Viewer = Depends(page_viewer
             )
         ]
         view: dict[str, Any] = {
-            "workflow_id": d.workflow_id,
-            "platform": d.platform,
-            "invoice_id": d.invoice_id,
-            "customer_id": d.customer_id,
-            "amount": d.amount,
-            "currency": d.currency,
-            "route": d.route,
-            "score": d.score,
-            "mode": d.mode,
-            "status": d.status,
-            "decline_code": d.decline_code,
-            "decline_category": d.decline_category,
-            "plan": d.plan,
-            "versions": d.versions,
-            "outcome": d.outcome,
+            **decision_view(d),  # the same fields as GET /api/decisions/{id}, with datetimes for the page
             "created_at": d.created_at,
             "updated_at": d.updated_at,
             "approval": {"id": appr.id, "status": appr.status} if appr else None,
