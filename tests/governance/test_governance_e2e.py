@@ -264,6 +264,7 @@ def test_an_amount_above_the_cap_waits_for_a_human_and_is_counted_when_done(
     [g] = d.plan["governance"]["guardrails"]
     assert g["rule"] == "amount_cap_per_action"
     assert "above the per-action cap of" in g["reason"]
+    assert "guardrail.amount_cap_per_action" in svc.audit_actions(wf)
     with svc.rt.db.reader() as s:
         appr = s.scalar(sa.select(Approval).where(Approval.workflow_id == wf))
         assert appr.guardrails[0]["rule"] == "amount_cap_per_action"
@@ -333,4 +334,90 @@ def test_controls_from_the_cli(start: Callable[..., Service]) -> None:
     assert r.exit_code == 0, r.output
     with svc.rt.db.reader() as s:
         assert control.controls(s).shadow_reason is None
+    _audit_ok(svc)
+
+
+def _waiting_guardrails(svc: Service, wf: str, rule: str) -> list[dict[str, Any]]:
+    from billops.store.models import AuditRecord
+
+    def found() -> list[dict[str, Any]]:
+        with svc.rt.db.reader() as s:
+            recs = s.scalars(
+                sa.select(AuditRecord).where(
+                    AuditRecord.workflow_id == wf, AuditRecord.action == f"guardrail.{rule}"
+                )
+            )
+            return [r.outcome for r in recs]
+
+    return wait_for(found, timeout=60)  # type: ignore[no-any-return]
+
+
+def test_quiet_hours_hold_a_message_in_its_own_workflow_and_say_until_when(
+    cb: ChargebeeHarness, start: Callable[..., Service]
+) -> None:
+    now = datetime.now(UTC)
+    quiet = {
+        "start": (now - timedelta(hours=1)).strftime("%H:%M"),
+        "end": (now + timedelta(hours=2)).strftime("%H:%M"),
+        "channels": ["sms"],
+        "default_timezone": "UTC",
+    }
+    svc = start("auto", guardrails={"quiet_hours": quiet})
+    wf = cb.post_failure(svc.client)
+    d = svc.decision(wf)
+    assert any(a["type"] == "send_sms" for a in d.plan["actions"]), d.plan["actions"]
+    [held] = _waiting_guardrails(svc, wf, "quiet_hours")
+    assert held["action"] == "send_sms" and held["effect"] == "defer"
+    assert f"inside quiet hours {quiet['start']}–{quiet['end']} for sms" in held["findings"][0]["reason"]
+    assert held["not_before"].startswith((now + timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M"))
+    # The email (not a quiet channel) and the platform actions went ahead meanwhile.
+    wait_for(lambda: "1:write_note" in svc.decision(wf).outcome or "2:write_note" in svc.decision(wf).outcome)
+    assert cb.writes(), "the rest of the plan did not wait for the SMS"
+    _audit_ok(svc)
+
+
+def test_a_rate_limit_defers_the_next_customer_facing_action(
+    cb: ChargebeeHarness, start: Callable[..., Service]
+) -> None:
+    svc = start("auto", guardrails={"rate_limits": {"per_customer": {"max_actions": 1, "per_hours": 24}}})
+    wf = cb.post_failure(svc.client)
+    held = _waiting_guardrails(svc, wf, "rate_limit_customer")
+    assert held[0]["effect"] == "defer"
+    assert "1 actions for customer" in held[0]["findings"][0]["reason"]
+    assert "(limit 1)" in held[0]["findings"][0]["reason"]
+    _audit_ok(svc)
+
+
+def test_edit_then_approve_from_the_cli(cb: ChargebeeHarness, start: Callable[..., Service]) -> None:
+    svc = start("assist")
+    wf = cb.post_failure(svc.client)
+    svc.awaiting(wf)
+    url = svc.rt.settings.db_url
+    runner = CliRunner()
+    shown = runner.invoke(cli, ["--database-url", url, "approvals", "show", wf])
+    assert shown.exit_code == 0 and json.loads(shown.stdout)["workflow_id"] == wf
+    bad = runner.invoke(cli, ["--database-url", url, "approvals", "approve", wf, "--retry", "tomorrow"])
+    assert bad.exit_code != 0 and "--retry" in str(bad.exception)
+    soon = (datetime.now(UTC) + timedelta(seconds=3)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    r = runner.invoke(
+        cli,
+        [
+            "--database-url",
+            url,
+            "approvals",
+            "approve",
+            wf,
+            "--retry",
+            soon,
+            "--drop",
+            "send_sms",
+            "--why",
+            "agreed on the phone",
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    assert "approved (edited)" in r.output
+    done = svc.decision(wf, status="recovered", timeout=60)
+    assert done.plan["retries"] == [soon.replace("Z", "+00:00")]
+    assert "send_sms" not in {a["type"] for a in done.plan["actions"]}
     _audit_ok(svc)
