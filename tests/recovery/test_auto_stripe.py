@@ -39,6 +39,7 @@ from support.localstripe import (
 )
 from support.recording_proxy import RecordingProxy
 from support.service import Service as BaseService
+from support.service import own
 
 # ---------------------------------------------------------------- fixtures and helpers
 
@@ -173,7 +174,7 @@ def test_auto_retry_recovers_after_the_card_is_updated(
     assert done.outcome["final"] == {"status": "recovered", "retry": 1}
 
     actions = service.audit_actions(wf)
-    assert actions[0] == "recovery.decided" and actions[-1] == "recovery.finished"
+    assert actions[0] == "recovery.decided" and own(actions)[-1] == "recovery.finished"
     assert "action.retry_payment" in actions and "action.write_note" in actions
     with service.rt.db.reader() as s:
         assert verify(s).ok

@@ -53,3 +53,12 @@ class Service:
                     .order_by(AuditRecord.seq)
                 )
             )
+
+
+MESSAGE_RECORDS = ("action.send_email", "action.send_sms")
+
+
+def own(actions: list[str]) -> list[str]:
+    """A recovery's audit actions without its messages: each message is delivered by its own workflow
+    (it may wait for quiet hours), so it can be recorded after the recovery finished."""
+    return [a for a in actions if a not in MESSAGE_RECORDS]

@@ -137,7 +137,7 @@ def decide_approval(
         if appr.status != "pending":
             who = f" by {appr.decided_by}" if appr.decided_by else ""
             raise Conflict(f"approval {appr.id} is already {appr.status}{who}")
-        dec = s.get(Decision, appr.workflow_id)
+        dec = s.get(Decision, appr.workflow_id, with_for_update=True)
         assert dec is not None
         now = datetime.now(UTC)
         subject = f"{dec.platform}:invoice:{dec.invoice_id}"

@@ -2,7 +2,9 @@
 replay after a crash skips it. Steps that write to our database are also idempotent on their own
 (a step that committed but crashed before DBOS recorded it finds its own rows and returns them).
 Platform writes carry the idempotency key `<workflow id>:<step>`; every decision and action is
-audited in the same transaction as the row it changes."""
+audited in the same transaction as the row it changes. A decision row is read FOR UPDATE before it is
+changed: a recovery's messages are delivered by their own workflows, so two steps may update its
+outcome at once (on PostgreSQL a plain read-modify-write would lose one of the updates)."""
 
 from __future__ import annotations
 
@@ -187,7 +189,7 @@ def decide_and_record(
 ) -> dict[str, Any]:
     rt = get_runtime()
     with rt.db.session() as s:
-        existing = s.get(Decision, workflow_id)
+        existing = s.get(Decision, workflow_id, with_for_update=True)
         if existing is not None:
             return _decision_dict(existing)
         policy = rt.policy()
@@ -336,7 +338,7 @@ def replan(workflow_id: str, n: int, context: dict[str, Any]) -> dict[str, Any]:
     decision (`plan.replans`) and audited; returns the new retry times (ISO) or a reason for none."""
     rt = get_runtime()
     with rt.db.session() as s:
-        dec = s.get(Decision, workflow_id)
+        dec = s.get(Decision, workflow_id, with_for_update=True)
         assert dec is not None
         done = [r for r in dec.plan.get("replans", []) if r.get("after_retry") == n]
         if done:
@@ -402,7 +404,7 @@ def request_approval(workflow_id: str) -> None:
     with rt.db.session() as s:
         if s.scalar(sa.select(Approval.id).where(Approval.workflow_id == workflow_id)) is not None:
             return
-        dec = s.get(Decision, workflow_id)
+        dec = s.get(Decision, workflow_id, with_for_update=True)
         assert dec is not None
         policy = rt.policy()
         hours = policy.approvals.timeout_hours
@@ -440,7 +442,7 @@ def expire_approval(workflow_id: str) -> dict[str, Any]:
     rt = get_runtime()
     with rt.db.session() as s:
         appr = s.scalar(sa.select(Approval).where(Approval.workflow_id == workflow_id))
-        dec = s.get(Decision, workflow_id)
+        dec = s.get(Decision, workflow_id, with_for_update=True)
         assert appr is not None and dec is not None
         if appr.status != "pending":
             return {"approved": appr.status == "approved", "by": appr.decided_by, "status": appr.status}
@@ -486,7 +488,7 @@ def guard(workflow_id: str, step: str, action: dict[str, Any]) -> dict[str, Any]
     policy = rt.policy()
     now = datetime.now(UTC)
     with rt.db.session() as s:
-        dec = s.get(Decision, workflow_id)
+        dec = s.get(Decision, workflow_id, with_for_update=True)
         assert dec is not None
         appr = s.scalar(sa.select(Approval).where(Approval.workflow_id == workflow_id))
         human = appr is not None and appr.status == "approved" and appr.decided_by not in (None, "timeout")
@@ -544,7 +546,7 @@ def platform_action(workflow_id: str, step: str, action: dict[str, Any]) -> dict
     """One platform write (or message hand-off), keyed `<workflow id>:<step>`, audited with its outcome."""
     rt = get_runtime()
     with rt.db.session() as s:
-        dec = s.get(Decision, workflow_id)
+        dec = s.get(Decision, workflow_id, with_for_update=True)
         assert dec is not None
         platform, invoice_id, customer_id = dec.platform, dec.invoice_id, dec.customer_id
     key = f"{workflow_id}:{step}"
@@ -621,7 +623,7 @@ def retry_payment(workflow_id: str, n: int, payment_method_id: str | None) -> di
     """Pay the invoice now. Safe to replay: the key is stable and the client skips settled invoices."""
     rt = get_runtime()
     with rt.db.session() as s:
-        dec = s.get(Decision, workflow_id)
+        dec = s.get(Decision, workflow_id, with_for_update=True)
         assert dec is not None
         platform, invoice_id = dec.platform, dec.invoice_id
     key = f"{workflow_id}:pay:{n}"
@@ -667,7 +669,7 @@ def _record_action(
     toward the circuit breaker."""
     rt = get_runtime()
     with rt.db.session() as s:
-        dec = s.get(Decision, workflow_id)
+        dec = s.get(Decision, workflow_id, with_for_update=True)
         assert dec is not None
         dec.outcome = {**dec.outcome, step: result}
         errored = "error" in result or result.get("status") == "error"
@@ -699,7 +701,7 @@ def record_failure(workflow_id: str, step: str, kind: str, error: str) -> None:
 def finish(workflow_id: str, platform: str, invoice_id: str, status: str, detail: dict[str, Any]) -> None:
     rt = get_runtime()
     with rt.db.session() as s:
-        dec = s.get(Decision, workflow_id)
+        dec = s.get(Decision, workflow_id, with_for_update=True)
         done_before = dec is not None and dec.outcome.get("final", {}).get("status") == status
         if dec is not None and status != "recorded" and not done_before:
             dec.status = status
