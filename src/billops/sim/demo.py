@@ -316,7 +316,8 @@ def print_summary(console: Console, s: dict[str, Any]) -> None:
         f"billops --data-dir {d} approvals list",
         f"billops --data-dir {d} audit verify",
         f"billops --data-dir {d} recovery models",
-        f"BILLOPS_DATA_DIR={d} billops serve   # API docs at http://127.0.0.1:8400/docs",
+        f"billops --data-dir {d} users add you --role admin   # then log in to the console",
+        f"BILLOPS_DATA_DIR={d} billops serve   # console http://127.0.0.1:8400/console, API docs /docs",
         f"billops demo --data-dir {d} --keep   # post the same events again: all duplicates",
     ):
         console.print(f"  {cmd}")
