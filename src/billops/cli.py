@@ -113,11 +113,10 @@ def approvals_list(
 
 
 def _decide(ref: str, approve: bool, by: str | None, note: str | None, edits: Any = None) -> None:
-    import getpass
-
     from billops.governance.approvals import decide_approval
+    from billops.governance.users_cli import actor
 
-    who = by or f"cli:{getpass.getuser()}"
+    who = by or actor()
     view = decide_approval(runtime(), ref, approve=approve, by=who, note=note, edits=edits)
     edited = " (edited)" if view.get("edits") else ""
     console.print(

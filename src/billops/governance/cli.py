@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import getpass
 import json
 import sys
 from datetime import UTC, datetime
@@ -14,21 +13,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from billops.governance.users_cli import actor, cli_runtime
+
 policy_app = typer.Typer(help="The policy file.", no_args_is_help=True)
 breaker_app = typer.Typer(help="The circuit breaker.", no_args_is_help=True)
 feedback_app = typer.Typer(help="Human verdicts as training labels.", no_args_is_help=True)
 console = Console()
 err = Console(stderr=True)
-
-
-def _actor() -> str:
-    return f"cli:{getpass.getuser()}"
-
-
-def _rt():  # type: ignore[no-untyped-def]
-    from billops.cli import runtime
-
-    return runtime()
 
 
 @policy_app.command("check")
@@ -94,8 +85,8 @@ def pause_all(why: Annotated[str, typer.Option(help="Why (recorded in the audit 
     """Kill switch: every workflow to shadow at once (decisions recorded, nothing executed)."""
     from billops.governance import control
 
-    with _rt().db.session() as s:
-        control.pause_all(s, by=_actor(), why=why)
+    with cli_runtime().db.session() as s:
+        control.pause_all(s, by=actor(), why=why)
     err.print(
         "[red bold]KILL SWITCH ON[/red bold]: every workflow now runs as shadow. "
         "`billops resume-all --why …` turns it off."
@@ -106,8 +97,8 @@ def resume_all(why: Annotated[str, typer.Option(help="Why (recorded in the audit
     """Turn the kill switch off: workflows act again by their modes."""
     from billops.governance import control
 
-    with _rt().db.session() as s:
-        c = control.resume_all(s, by=_actor(), why=why)
+    with cli_runtime().db.session() as s:
+        c = control.resume_all(s, by=actor(), why=why)
     console.print("kill switch off" + (f"; still shadow: {c.shadow_reason}" if c.shadow_reason else ""))
 
 
@@ -116,7 +107,7 @@ def breaker_status() -> None:
     """Kill switch and circuit breaker state."""
     from billops.governance import control
 
-    with _rt().db.reader() as s:
+    with cli_runtime().db.reader() as s:
         print(json.dumps(control.controls(s).as_dict(), indent=2))
 
 
@@ -125,8 +116,8 @@ def breaker_reset(why: Annotated[str, typer.Option(help="Why (recorded in the au
     """Reset a tripped circuit breaker."""
     from billops.governance import control
 
-    with _rt().db.session() as s:
-        control.reset_breaker(s, by=_actor(), why=why)
+    with cli_runtime().db.session() as s:
+        control.reset_breaker(s, by=actor(), why=why)
     console.print("circuit breaker reset")
 
 
@@ -146,7 +137,7 @@ def feedback_export(
         except ValueError:
             raise InputError(f"--since {since!r}: expected YYYY-MM-DD") from None
     n = 0
-    with _rt().db.reader() as s:
+    with cli_runtime().db.reader() as s:
         rows = feedback_rows(s, since=start)
         if str(out) == "-":
             for row in rows:

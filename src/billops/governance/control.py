@@ -82,20 +82,35 @@ def _set(s: Session, key: str, value: dict[str, Any]) -> None:
     s.flush()
 
 
+def _flip(
+    s: Session,
+    key: str,
+    *,
+    on: bool,
+    by: str,
+    why: str,
+    action: str,
+    actor_type: audit.ActorType = "human",
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """Set one switch and audit who turned it which way and why, in the caller's transaction."""
+    extra = extra or {}
+    _set(s, key, {"on": on, "by": by, "at": datetime.now(UTC).isoformat(), "why": why, **extra})
+    audit.record(
+        s,
+        action=action,
+        actor_type=actor_type,
+        actor=by,
+        subject=f"governance:{key}",
+        outcome={"why": why, **extra},
+    )
+
+
 def pause_all(s: Session, *, by: str, why: str) -> Controls:
     """Turn the kill switch on: every workflow to shadow at once."""
     if controls(s).kill_switch:
         raise Conflict("the kill switch is already on")
-    value = {"on": True, "by": by, "at": datetime.now(UTC).isoformat(), "why": why}
-    _set(s, KILL, value)
-    audit.record(
-        s,
-        action="governance.paused",
-        actor_type="human",
-        actor=by,
-        subject="governance:kill_switch",
-        outcome={"why": why},
-    )
+    _flip(s, KILL, on=True, by=by, why=why, action="governance.paused")
     log.error("KILL SWITCH ON by %s: %s. Every workflow runs as shadow until `billops resume-all`.", by, why)
     return controls(s)
 
@@ -103,15 +118,7 @@ def pause_all(s: Session, *, by: str, why: str) -> Controls:
 def resume_all(s: Session, *, by: str, why: str) -> Controls:
     if not controls(s).kill_switch:
         raise Conflict("the kill switch is not on")
-    _set(s, KILL, {"on": False, "by": by, "at": datetime.now(UTC).isoformat(), "why": why})
-    audit.record(
-        s,
-        action="governance.resumed",
-        actor_type="human",
-        actor=by,
-        subject="governance:kill_switch",
-        outcome={"why": why},
-    )
+    _flip(s, KILL, on=False, by=by, why=why, action="governance.resumed")
     log.warning("kill switch off by %s: %s", by, why)
     return controls(s)
 
@@ -121,13 +128,15 @@ def trip_breaker(s: Session, *, why: str, counts: dict[str, Any]) -> bool:
     Prometheus gauge, and a banner on every console page. Returns True when this call tripped it."""
     if controls(s).circuit_breaker:
         return False
-    value = {"on": True, "by": "circuit_breaker", "at": datetime.now(UTC).isoformat(), "why": why, **counts}
-    _set(s, BREAKER, value)
-    audit.record(
+    _flip(
         s,
+        BREAKER,
+        on=True,
+        by="circuit_breaker",
+        why=why,
         action="governance.breaker_tripped",
-        subject="governance:circuit_breaker",
-        outcome={"why": why, **counts},
+        actor_type="system",
+        extra=counts,
     )
     log.error(
         "CIRCUIT BREAKER TRIPPED: %s. Every workflow runs as shadow until an admin resets it "
@@ -140,14 +149,6 @@ def trip_breaker(s: Session, *, why: str, counts: dict[str, Any]) -> bool:
 def reset_breaker(s: Session, *, by: str, why: str) -> Controls:
     if not controls(s).circuit_breaker:
         raise Conflict("the circuit breaker is not tripped")
-    _set(s, BREAKER, {"on": False, "by": by, "at": datetime.now(UTC).isoformat(), "why": why})
-    audit.record(
-        s,
-        action="governance.breaker_reset",
-        actor_type="human",
-        actor=by,
-        subject="governance:circuit_breaker",
-        outcome={"why": why},
-    )
+    _flip(s, BREAKER, on=False, by=by, why=why, action="governance.breaker_reset")
     log.warning("circuit breaker reset by %s: %s", by, why)
     return controls(s)

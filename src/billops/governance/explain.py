@@ -52,26 +52,19 @@ def explain(
                 f"{caps.period_days:g} days",
             }
         )
-    if g.rate_limits.per_customer:
-        r = g.rate_limits.per_customer
-        rules.append(
-            {
-                "rule": "rate_limit_customer",
-                "applies": "when reached",
-                "says": f"at most {r.max_actions} customer-facing actions per customer in {r.per_hours:g} h; "
-                "more wait",
-            }
-        )
-    if g.rate_limits.overall:
-        r = g.rate_limits.overall
-        rules.append(
-            {
-                "rule": "rate_limit_overall",
-                "applies": "when reached",
-                "says": f"at most {r.max_actions} customer-facing actions in {r.per_hours:g} h overall; "
-                "more wait",
-            }
-        )
+    for rule, limit, scope in (
+        ("rate_limit_customer", g.rate_limits.per_customer, "per customer"),
+        ("rate_limit_overall", g.rate_limits.overall, "overall"),
+    ):
+        if limit is not None:
+            rules.append(
+                {
+                    "rule": rule,
+                    "applies": "when reached",
+                    "says": f"at most {limit.max_actions} customer-facing actions {scope} in "
+                    f"{limit.per_hours:g} h; more wait",
+                }
+            )
     if g.quiet_hours is not None:
         q = g.quiet_hours
         until, tz = quiet_until(q, sub.timezone, now)

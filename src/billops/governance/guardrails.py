@@ -80,7 +80,7 @@ class Verdict:
         }
 
 
-def _amount_of(action: dict[str, Any], invoice_amount: int) -> int:
+def amount_of(action: dict[str, Any], invoice_amount: int) -> int:
     if action["type"] == "retry_payment":
         return invoice_amount
     return int(action.get("detail", {}).get("amount_minor") or 0)
@@ -133,7 +133,7 @@ def _cap_findings(
     for a in actions:
         if a["type"] not in MONEY_ACTIONS:
             continue
-        amount = _amount_of(a, sub.amount_minor)
+        amount = amount_of(a, sub.amount_minor)
         seen = a["type"] in planned
         planned[a["type"]] = max(planned.get(a["type"], 0), amount)
         if per_action is not None and amount > per_action and not seen:

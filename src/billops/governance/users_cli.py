@@ -23,10 +23,11 @@ err = Console(stderr=True)
 
 
 def actor() -> str:
+    """Who a CLI command acts as in the audit log."""
     return f"cli:{getpass.getuser()}"
 
 
-def _runtime() -> Any:
+def cli_runtime() -> Any:
     from billops.cli import runtime
 
     return runtime()
@@ -71,7 +72,7 @@ def add(
     users.check_role(role)
     if token_only and password_stdin:
         raise InputError("--token-only users have no password: drop --password-stdin")
-    rt = _runtime()
+    rt = cli_runtime()
     with rt.db.reader() as s:  # say so before asking for a password
         if any(u.username == username for u in users.list_users(s)):
             raise Conflict(f"user {username!r} already exists")
@@ -90,7 +91,7 @@ def list_() -> None:
     from billops.governance import users
 
     now = datetime.now(UTC)
-    with _runtime().db.reader() as s:
+    with cli_runtime().db.reader() as s:
         rows = users.list_users(s)
         active: dict[int, int] = {}
         for tok, _u in users.list_tokens(s):
@@ -121,7 +122,7 @@ def revoke(username: Annotated[str, typer.Argument(help="The user to revoke.")])
     """Revoke a user: no more logins, every token and console session ends at once."""
     from billops.governance import users
 
-    with _runtime().db.session() as s:
+    with cli_runtime().db.session() as s:
         users.revoke_user(s, username, by=actor())
     err.print(f"user [bold]{username}[/bold] revoked; their tokens and sessions no longer work")
 
@@ -135,7 +136,7 @@ def token(
     """Issue an API token. It is printed once, on stdout, and never stored: keep it now."""
     from billops.governance import users
 
-    rt = _runtime()
+    rt = cli_runtime()
     with rt.db.session() as s:
         tok, plain = users.issue_token(
             s, username, name, days=days, max_days=rt.settings.token_max_days, by=actor()
@@ -155,7 +156,7 @@ def tokens(user: Annotated[str | None, typer.Option(help="Only this user's token
     from billops.governance import users
 
     now = datetime.now(UTC)
-    with _runtime().db.reader() as s:
+    with cli_runtime().db.reader() as s:
         rows = users.list_tokens(s, user)
     t = Table(title="API tokens")
     for col in ("id", "user", "name", "created", "expires", "last used", "status"):
@@ -181,7 +182,7 @@ def revoke_token(
     """Revoke one API token: it stops working at once."""
     from billops.governance import users
 
-    with _runtime().db.session() as s:
+    with cli_runtime().db.session() as s:
         users.revoke_token(s, token_id, by=actor())
     err.print(f"token {token_id} revoked")
 
@@ -196,7 +197,7 @@ def password(
     """Set a user's console password (asked twice); ends their console sessions and lifts a lockout."""
     from billops.governance import users
 
-    rt = _runtime()
+    rt = cli_runtime()
     with rt.db.reader() as s:
         users.get_user(s, username)  # unknown user: say so before asking
     new = _read_password(password_stdin, username)

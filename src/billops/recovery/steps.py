@@ -507,7 +507,7 @@ def guard(workflow_id: str, step: str, action: dict[str, Any]) -> dict[str, Any]
             s, policy, wf=workflow_id, step=step, action=action, sub=sub, human_approved=human, now=now
         )
         if verdict.effect == "allow":
-            amount = guardrails._amount_of(action, dec.amount) if action["type"] in MONEY_ACTIONS else 0
+            amount = guardrails.amount_of(action, dec.amount) if action["type"] in MONEY_ACTIONS else 0
             s.add(
                 GovernedAction(
                     at=now,
