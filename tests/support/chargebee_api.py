@@ -31,8 +31,6 @@ It is not Chargebee: no taxes, proration, gateways or real dunning; coupons must
 
 from __future__ import annotations
 
-import base64
-import binascii
 import copy
 import itertools
 import json
@@ -42,11 +40,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from types import TracebackType
 from typing import Any, ClassVar
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import unquote
+
+from support.loopback import LoopbackServer, RecordedRequest, read_request
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "chargebee"
 API_PREFIX = "/api/v2"
@@ -63,35 +62,6 @@ def load_fixture(name: str) -> JSONDict:
     path = FIXTURES / (name if name.endswith(".json") else f"{name}.json")
     data: JSONDict = json.loads(path.read_text(encoding="utf-8"))
     return data
-
-
-@dataclass
-class RecordedRequest:
-    method: str
-    path: str  # as sent, without the query string (e.g. /api/v2/invoices/INV-1/collect_payment)
-    query: dict[str, list[str]]
-    headers: dict[str, str]  # lower-cased names
-    body: bytes
-    status: int = 0  # what the fake answered
-
-    def header(self, name: str) -> str | None:
-        return self.headers.get(name.lower())
-
-    @property
-    def form(self) -> dict[str, str]:
-        """The form-encoded body as a flat dict (Chargebee style keys, e.g. `customer[id]`)."""
-        parsed = parse_qs(self.body.decode("utf-8"), keep_blank_values=True)
-        return {k: v[-1] for k, v in parsed.items()}
-
-    @property
-    def params(self) -> dict[str, str]:
-        """The query string as a flat dict (GET parameters, e.g. `customer_id[is]`)."""
-        return {k: v[-1] for k, v in self.query.items()}
-
-    @property
-    def basic_user(self) -> str | None:
-        """The HTTP Basic user name (Chargebee: the API key), or None."""
-        return _basic_user(self.header("authorization"))
 
 
 @dataclass
@@ -151,19 +121,6 @@ def chargebee_error(status: int, api_error_code: str, message: str, **kw: Any) -
     return ApiError(status, api_error_code, message, **kw).body
 
 
-def _basic_user(header: str | None) -> str | None:
-    if not header:
-        return None
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "basic":
-        return None
-    try:
-        decoded = base64.b64decode(token.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, ValueError):
-        return None
-    return decoded.split(":", 1)[0]
-
-
 def _in_values(raw: str) -> list[str]:
     """`id[in]` as the SDK sends it (`str(list)`: "['a', 'b']") or as JSON ('["a","b"]')."""
     inner = raw.strip().removeprefix("[").removesuffix("]")
@@ -173,8 +130,10 @@ def _in_values(raw: str) -> list[str]:
 _FILTER = re.compile(r"^(\w+)\[(is|is_not|in|not_in|starts_with)\]$")
 
 
-class FakeChargebeeAPI:
+class FakeChargebeeAPI(LoopbackServer):
     """The fake Chargebee API server. Seed it, point the client at `url`, inspect `requests`."""
+
+    thread_name = "fake-chargebee"
 
     def __init__(
         self,
@@ -188,7 +147,6 @@ class FakeChargebeeAPI:
         self.api_keys = {api_key}  # every key accepted (add one to test a rotation)
         self.site = site
         self.clock: Callable[[], int] = clock or (lambda: int(time.time()))
-        self.requests: list[RecordedRequest] = []
         self.store: dict[str, dict[str, JSONDict]] = {r: {} for r in RESOURCES}
         self.cards: dict[str, JSONDict] = {}  # customer id -> legacy `card` resource
         self.comments: list[JSONDict] = []
@@ -200,44 +158,7 @@ class FakeChargebeeAPI:
         self._denied: list[tuple[str | None, re.Pattern[str]]] = []
         self._idempotent: dict[tuple[str, str], tuple[int, bytes]] = {}
         self._ids = itertools.count(1)
-        self._server = ThreadingHTTPServer((host, 0), self._handler_class())
-        self._server.daemon_threads = True
-        self._thread: threading.Thread | None = None
-
-    # ------------------------------------------------------------------ lifecycle
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
-
-    @property
-    def port(self) -> int:
-        return int(self._server.server_address[1])
-
-    def start(self) -> FakeChargebeeAPI:
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name="fake-chargebee",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> FakeChargebeeAPI:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
+        self._listen(host)
 
     # ------------------------------------------------------------------ seeding
 
@@ -372,20 +293,10 @@ class FakeChargebeeAPI:
 
     # ------------------------------------------------------------------ inspection
 
-    def find(self, method: str, path_pattern: str) -> list[RecordedRequest]:
-        """Recorded requests with this method whose path matches the regular expression (re.search)."""
-        rx = re.compile(path_pattern)
-        with self._lock:
-            return [r for r in self.requests if r.method == method.upper() and rx.search(r.path)]
-
     def writes(self) -> list[RecordedRequest]:
         """Every recorded POST."""
         with self._lock:
             return [r for r in self.requests if r.method == "POST"]
-
-    def clear_requests(self) -> None:
-        with self._lock:
-            self.requests.clear()
 
     # ------------------------------------------------------------------ helpers
 
@@ -859,16 +770,7 @@ class FakeChargebeeAPI:
                 return
 
             def _serve(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length) if length else b""
-                parts = urlsplit(self.path)
-                rec = RecordedRequest(
-                    method=self.command,
-                    path=parts.path,
-                    query=parse_qs(parts.query, keep_blank_values=True),
-                    headers={k.lower(): v for k, v in self.headers.items()},
-                    body=raw,
-                )
+                rec = read_request(self)
                 try:
                     status, body, ctype, extra = api._handle(rec)
                 except Exception as exc:  # a bug in the fake: say so instead of hanging the client

@@ -22,31 +22,13 @@ import json
 import re
 import threading
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
-from urllib.parse import parse_qs, urlsplit
+from http.server import BaseHTTPRequestHandler
+from urllib.parse import urlsplit
+
+from support.loopback import LoopbackServer, read_request
 
 # Hop-by-hop headers are not forwarded (RFC 9110 §7.6.1).
 _HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te", "trailer"}
-
-
-@dataclass
-class RecordedRequest:
-    method: str
-    path: str  # without the query string
-    query: dict[str, list[str]]
-    headers: dict[str, str]  # lower-cased names
-    body: bytes
-    status: int = 0  # the status answered to the client
-
-    def header(self, name: str) -> str | None:
-        return self.headers.get(name.lower())
-
-    @property
-    def form(self) -> dict[str, str]:
-        """The form-encoded body as a flat dict (Stripe style keys, e.g. `metadata[billops_x]`)."""
-        parsed = parse_qs(self.body.decode("utf-8"), keep_blank_values=True)
-        return {k: v[-1] for k, v in parsed.items()}
 
 
 @dataclass
@@ -63,47 +45,18 @@ class _Failure:
         )
 
 
-class RecordingProxy:
+class RecordingProxy(LoopbackServer):
+    thread_name = "recording-proxy"
+
     def __init__(self, upstream: str, host: str = "127.0.0.1") -> None:
         parts = urlsplit(upstream)
         if parts.scheme != "http" or not parts.hostname or not parts.port:
             raise ValueError(f"upstream must be http://host:port, got {upstream!r}")
         self.upstream_host = parts.hostname
         self.upstream_port = parts.port
-        self.requests: list[RecordedRequest] = []
         self._lock = threading.Lock()
         self._failures: list[_Failure] = []
-        self._server = ThreadingHTTPServer((host, 0), self._handler_class())
-        self._server.daemon_threads = True
-        self._thread: threading.Thread | None = None
-
-    # ---- lifecycle
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
-
-    def start(self) -> RecordingProxy:
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="recording-proxy", daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> RecordingProxy:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
+        self._listen(host)
 
     # ---- test helpers
 
@@ -111,12 +64,6 @@ class RecordingProxy:
         with self._lock:
             self.requests.clear()
             self._failures.clear()
-
-    def find(self, method: str, path_pattern: str) -> list[RecordedRequest]:
-        """Recorded requests with this method whose path matches the regular expression (re.search)."""
-        rx = re.compile(path_pattern)
-        with self._lock:
-            return [r for r in self.requests if r.method == method.upper() and rx.search(r.path)]
 
     def fail_next(
         self,
@@ -162,16 +109,8 @@ class RecordingProxy:
                 return
 
             def _handle(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else b""
-                parts = urlsplit(self.path)
-                rec = RecordedRequest(
-                    method=self.command,
-                    path=parts.path,
-                    query=parse_qs(parts.query, keep_blank_values=True),
-                    headers={k.lower(): v for k, v in self.headers.items()},
-                    body=body,
-                )
+                rec = read_request(self)
+                body = rec.body
                 with proxy._lock:
                     proxy.requests.append(rec)
                     failure = next((f for f in proxy._failures if f.matches(rec.method, rec.path)), None)

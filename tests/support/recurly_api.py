@@ -33,8 +33,6 @@ It is not Recurly: no taxes, proration, gateways or dunning schedule.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import copy
 import itertools
 import json
@@ -43,11 +41,12 @@ import threading
 import uuid as uuidlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Literal
-from urllib.parse import parse_qs, unquote, urlencode, urlsplit
+from urllib.parse import unquote, urlencode
+
+from support.loopback import LoopbackServer, RecordedRequest, read_request
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "recurly"
 API_VERSION = "v2021-02-25"
@@ -70,39 +69,6 @@ def now_iso() -> str:
 
 def _to_time(value: str) -> datetime:
     return datetime.fromisoformat(value).astimezone(UTC)
-
-
-@dataclass
-class RecordedRequest:
-    method: str
-    path: str  # without the query string
-    query: dict[str, list[str]]
-    headers: dict[str, str]  # lower-cased names
-    body: bytes
-    status: int = 0  # what the fake answered (0: the connection was dropped)
-
-    def header(self, name: str) -> str | None:
-        return self.headers.get(name.lower())
-
-    @property
-    def params(self) -> dict[str, str]:
-        return {k: v[-1] for k, v in self.query.items()}
-
-    @property
-    def json(self) -> Any:
-        return json.loads(self.body) if self.body else None
-
-    @property
-    def basic_credentials(self) -> tuple[str, str] | None:
-        auth = self.header("authorization") or ""
-        scheme, _, token = auth.partition(" ")
-        if scheme.lower() != "basic":
-            return None
-        try:
-            user, _, password = base64.b64decode(token, validate=True).decode().partition(":")
-        except (binascii.Error, UnicodeDecodeError):
-            return None
-        return user, password
 
 
 @dataclass
@@ -137,10 +103,11 @@ class ApiError(Exception):
         self.body: JSONDict = {"error": {"type": type_, "message": message, **(extra or {})}}
 
 
-class FakeRecurlyAPI:
+class FakeRecurlyAPI(LoopbackServer):
+    thread_name = "fake-recurly"
+
     def __init__(self, api_key: str = DEFAULT_API_KEY, host: str = "127.0.0.1") -> None:
         self.api_key = api_key
-        self.requests: list[RecordedRequest] = []
         self.store: dict[str, dict[str, JSONDict]] = {c: {} for c in COLLECTIONS}
         self.notes: list[JSONDict] = []
         self.redemptions: list[JSONDict] = []
@@ -151,33 +118,7 @@ class FakeRecurlyAPI:
         self._injections: list[_Injection] = []
         self._declines: list[_Decline] = []
         self._ids = itertools.count(1)
-        self._server = ThreadingHTTPServer((host, 0), self._handler_class())
-        self._server.daemon_threads = True
-        self._thread: threading.Thread | None = None
-
-    # ---------------------------------------------------------------- lifecycle
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
-
-    def start(self) -> FakeRecurlyAPI:
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-    def __enter__(self) -> FakeRecurlyAPI:
-        return self.start()
-
-    def __exit__(
-        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
+        self._listen(host)
 
     # ---------------------------------------------------------------- seeding and inspection
 
@@ -196,18 +137,9 @@ class FakeRecurlyAPI:
         with self._lock:
             return copy.deepcopy(self._find(collection, ref))
 
-    def find(self, method: str, path_pattern: str) -> list[RecordedRequest]:
-        rx = re.compile(path_pattern)
-        with self._lock:
-            return [r for r in self.requests if r.method == method and rx.search(r.path)]
-
     def writes(self) -> list[RecordedRequest]:
         with self._lock:
             return [r for r in self.requests if r.method in ("POST", "PUT", "DELETE")]
-
-    def clear_requests(self) -> None:
-        with self._lock:
-            self.requests.clear()
 
     # ---------------------------------------------------------------- failure injection
 
@@ -583,21 +515,11 @@ class FakeRecurlyAPI:
                 pass
 
             def _handle(self) -> None:
-                split = urlsplit(self.path)
-                length = int(self.headers.get("content-length") or 0)
-                body = self.rfile.read(length) if length else b""
-                rec = RecordedRequest(
-                    self.command,
-                    split.path,
-                    parse_qs(split.query, keep_blank_values=True),
-                    {k.lower(): v for k, v in self.headers.items()},
-                    body,
-                )
+                rec = read_request(self)
+                body = rec.body
                 with api._lock:
                     api.requests.append(rec)
-                    injection = next(
-                        (i for i in api._injections if i.matches(self.command, split.path)), None
-                    )
+                    injection = next((i for i in api._injections if i.matches(rec.method, rec.path)), None)
                     if injection is not None:
                         api._injections.remove(injection)
                 if injection is not None and injection.mode == "drop":

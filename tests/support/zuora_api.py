@@ -34,7 +34,6 @@ It is not Zuora: no taxes, bill runs, gateways or real retry schedules.
 from __future__ import annotations
 
 import base64
-import binascii
 import copy
 import itertools
 import json
@@ -45,10 +44,10 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
+from http.server import BaseHTTPRequestHandler
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+
+from support.loopback import LoopbackServer, RecordedRequest, read_request
 
 JSONDict = dict[str, Any]
 PACIFIC = timezone(timedelta(hours=-8))
@@ -59,27 +58,6 @@ RESOURCES = {"accounts": "accountNumber", "invoices": "invoiceNumber", "payments
 def zdate(when: datetime) -> str:
     """A Zuora datetime: ISO 8601 in the tenant's time zone (Pacific here), milliseconds."""
     return when.astimezone(PACIFIC).isoformat(timespec="milliseconds")
-
-
-@dataclass
-class RecordedRequest:
-    method: str
-    path: str
-    query: dict[str, list[str]]
-    headers: dict[str, str]  # lower-cased names
-    body: bytes
-    status: int = 0
-
-    def header(self, name: str) -> str | None:
-        return self.headers.get(name.lower())
-
-    @property
-    def json(self) -> Any:
-        return json.loads(self.body) if self.body else None
-
-    @property
-    def form(self) -> dict[str, str]:
-        return {k: v[-1] for k, v in parse_qs(self.body.decode("utf-8"), keep_blank_values=True).items()}
 
 
 @dataclass
@@ -132,7 +110,10 @@ def _dumps(value: Any) -> bytes:
     return json.dumps(value, default=default).encode("utf-8")
 
 
-class FakeZuoraAPI:
+class FakeZuoraAPI(LoopbackServer):
+    thread_name = "fake-zuora"
+    poll_interval = 0.02
+
     def __init__(
         self,
         *,
@@ -146,7 +127,6 @@ class FakeZuoraAPI:
         self.client_id, self.client_secret = client_id, client_secret
         self.token_lifetime = token_lifetime
         self.cpr_user, self.cpr_token = cpr_user, cpr_token
-        self.requests: list[RecordedRequest] = []
         self.state = _State()
         self.tokens: dict[str, float] = {}  # token -> monotonic expiry
         self.issued: list[str] = []
@@ -157,37 +137,7 @@ class FakeZuoraAPI:
         self._idempotent: dict[tuple[str, str], tuple[int, bytes]] = {}
         self._seq = itertools.count(1)
         self._lock = threading.RLock()
-        self._server = ThreadingHTTPServer((host, 0), self._handler_class())
-        self._server.daemon_threads = True
-        self._thread: threading.Thread | None = None
-
-    # ---------------------------------------------------------------- lifecycle
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
-
-    def start(self) -> FakeZuoraAPI:
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, name="fake-zuora", daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> FakeZuoraAPI:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
+        self._listen(host)
 
     # ---------------------------------------------------------------- seeding
 
@@ -348,11 +298,6 @@ class FakeZuoraAPI:
                     _Injected(status, body, method, re.compile(path) if path else None, after)
                 )
 
-    def find(self, method: str, path: str) -> list[RecordedRequest]:
-        pattern = re.compile(path)
-        with self._lock:
-            return [r for r in self.requests if r.method == method and pattern.search(r.path)]
-
     # ---------------------------------------------------------------- request handling
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
@@ -373,16 +318,7 @@ class FakeZuoraAPI:
         return Handler
 
     def _handle(self, h: BaseHTTPRequestHandler) -> None:
-        parts = urlsplit(h.path)
-        length = int(h.headers.get("content-length") or 0)
-        body = h.rfile.read(length) if length else b""
-        req = RecordedRequest(
-            method=h.command,
-            path=unquote(parts.path),
-            query=parse_qs(parts.query, keep_blank_values=True),
-            headers={k.lower(): v for k, v in h.headers.items()},
-            body=body,
-        )
+        req = read_request(h, unquote_path=True)
         with self._lock:
             self.requests.append(req)
             injected = next((i for i in self._injected if i.matches(req.method, req.path)), None)
@@ -438,12 +374,7 @@ class FakeZuoraAPI:
             raise ApiError(401, 90000011, "Authentication error", success_field=False)
 
     def _check_basic(self, req: RecordedRequest) -> None:
-        scheme, _, token = (req.header("authorization") or "").partition(" ")
-        try:
-            decoded = base64.b64decode(token, validate=True).decode() if scheme.lower() == "basic" else ""
-        except (binascii.Error, ValueError):
-            decoded = ""
-        if decoded != f"{self.cpr_user}:{self.cpr_token}":
+        if req.basic_credentials != (self.cpr_user, self.cpr_token):
             raise ApiError(401, 90000011, "Invalid API token", success_field=False)
 
     # ---------------------------------------------------------------- Object Query

@@ -23,7 +23,8 @@ from billops.platforms.chargebee.client import (
     note_text,
     sdk_address,
 )
-from support.chargebee_api import FakeChargebeeAPI, RecordedRequest, load_fixture
+from support.chargebee_api import FakeChargebeeAPI, load_fixture
+from support.loopback import RecordedRequest
 
 pytestmark = pytest.mark.slow
 

@@ -27,7 +27,8 @@ from billops.platforms.recurly.client import (
     pause_cycles,
 )
 from billops.store import Database
-from support.recurly_api import API_VERSION, FakeRecurlyAPI, RecordedRequest, load_fixture
+from support.loopback import RecordedRequest
+from support.recurly_api import API_VERSION, FakeRecurlyAPI, load_fixture
 
 pytestmark = pytest.mark.slow
 

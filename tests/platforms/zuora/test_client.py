@@ -16,7 +16,8 @@ from billops.domain import DeclineCategory, InvoiceStatus, Money
 from billops.errors import InputError, PlatformError
 from billops.platforms.base import PlatformClient
 from billops.platforms.zuora.client import RESOURCES, ZuoraPlatformClient, zuora_error
-from support.zuora_api import FakeZuoraAPI, RecordedRequest
+from support.loopback import RecordedRequest
+from support.zuora_api import FakeZuoraAPI
 
 ACCT, VISA, MC, INV, SUB = "A-ACCT-0001", "PM-VISA-0001", "PM-MC-0002", "INV-ID-0001", "SUB-0001"
 NOW = datetime.now(UTC)
