@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from billops.app import create_app
 from billops.store.models import InboxEvent
+from support import fuzz
 from support.helpers import sign
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
@@ -39,32 +40,16 @@ json_values = st.recursive(
 )
 
 
-def paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    out = [prefix] if prefix else []
-    if isinstance(value, dict):
-        for k, v in value.items():
-            out += paths(v, (*prefix, k))
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            out += paths(v, (*prefix, i))
-    return out
-
-
 @st.composite
 def mutated(draw: st.DrawFn, fixtures: list[dict[str, Any]]) -> dict[str, Any]:
     doc = json.loads(json.dumps(draw(st.sampled_from(fixtures))))
     for _ in range(draw(st.integers(min_value=1, max_value=3))):
-        candidates = paths(doc)
+        candidates = fuzz.paths(doc)
         if not candidates:
             break
         path = draw(st.sampled_from(candidates))
-        parent = doc
-        for key in path[:-1]:
-            parent = parent[key]
-        if draw(st.booleans()) and isinstance(parent, dict):
-            del parent[path[-1]]
-        else:
-            parent[path[-1]] = draw(json_values)
+        op = "delete" if draw(st.booleans()) else "replace"
+        fuzz.mutate(doc, path, op, draw(json_values))
     return doc
 
 

@@ -25,6 +25,7 @@ from billops.platforms.chargebee.normalize import (
     normalize_event,
     parse_platform_declines,
 )
+from support import fuzz
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "chargebee"
 ALL = sorted(FIXTURES.glob("*.json"))
@@ -457,30 +458,6 @@ def _normalize_or_reject(payload: Any) -> None:
         assert isinstance(event, CanonicalEvent)
 
 
-def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    found = [prefix]
-    if isinstance(value, dict):
-        for k, v in value.items():
-            found += _paths(v, (*prefix, k))
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            found += _paths(v, (*prefix, i))
-    return found
-
-
-def _mutate(payload: Any, path: tuple[Any, ...], op: str, new: Any) -> Any:
-    if not path:
-        return new
-    parent = payload
-    for step in path[:-1]:
-        parent = parent[step]
-    if op == "delete" and isinstance(parent, dict):
-        del parent[path[-1]]
-    else:
-        parent[path[-1]] = new
-    return payload
-
-
 @FUZZ
 @given(json_values)
 def test_fuzz_any_json_value(payload: Any) -> None:
@@ -505,9 +482,9 @@ def test_fuzz_mutated_fixtures(data: st.DataObject) -> None:
     payload = copy.deepcopy(data.draw(st.sampled_from(FIXTURE_PAYLOADS)))
     rnd = random.Random(data.draw(st.integers(min_value=0, max_value=2**32)))
     for _ in range(data.draw(st.integers(min_value=1, max_value=3))):
-        path = rnd.choice(_paths(payload)[1:])  # uniform over the tree; the root is covered above
+        path = rnd.choice(fuzz.paths(payload))  # uniform over the tree; the root is covered above
         op = data.draw(st.sampled_from(["delete", "replace"]))
-        payload = _mutate(payload, path, op, data.draw(json_values))
+        payload = fuzz.mutate(payload, path, op, data.draw(json_values))
     _normalize_or_reject(payload)
 
 

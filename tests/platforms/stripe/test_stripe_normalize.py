@@ -31,6 +31,7 @@ from billops.platforms.stripe.normalize import (
     stripe_payment_method,
     stripe_subscription,
 )
+from support import fuzz
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "stripe"
 OLD = sorted(FIXTURES.glob("*.json"))
@@ -815,30 +816,6 @@ def _normalize_or_reject(payload: Any) -> None:
         assert isinstance(event, CanonicalEvent)
 
 
-def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    found = [prefix]
-    if isinstance(value, dict):
-        for k, v in value.items():
-            found += _paths(v, (*prefix, k))
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            found += _paths(v, (*prefix, i))
-    return found
-
-
-def _mutate(payload: Any, path: tuple[Any, ...], op: str, new: Any) -> Any:
-    if not path:
-        return new
-    parent = payload
-    for step in path[:-1]:
-        parent = parent[step]
-    if op == "delete" and isinstance(parent, dict):
-        del parent[path[-1]]
-    else:
-        parent[path[-1]] = new
-    return payload
-
-
 FIXTURE_PAYLOADS = [json.loads(p.read_text(encoding="utf-8")) for p in ALL]
 
 
@@ -864,9 +841,9 @@ def test_fuzz_mutated_fixtures(data: st.DataObject) -> None:
     rnd = random.Random(data.draw(st.integers(min_value=0, max_value=2**32)))
     for _ in range(data.draw(st.integers(min_value=1, max_value=3))):
         # uniform over the tree (sampled_from would favour the first keys); the root is covered above
-        path = rnd.choice(_paths(payload)[1:])
+        path = rnd.choice(fuzz.paths(payload))
         op = data.draw(st.sampled_from(["delete", "replace"]))
-        payload = _mutate(payload, path, op, data.draw(json_values))
+        payload = fuzz.mutate(payload, path, op, data.draw(json_values))
     _normalize_or_reject(payload)
 
 
@@ -892,8 +869,9 @@ def test_fuzz_object_functions(data: st.DataObject) -> None:
     obj = copy.deepcopy(source)
     rnd = random.Random(data.draw(st.integers(min_value=0, max_value=2**32)))
     for _ in range(data.draw(st.integers(min_value=1, max_value=3))):
-        path = rnd.choice(_paths(obj)[1:])
-        obj = _mutate(obj, path, data.draw(st.sampled_from(["delete", "replace"])), data.draw(json_values))
+        path = rnd.choice(fuzz.paths(obj))
+        op = data.draw(st.sampled_from(["delete", "replace"]))
+        obj = fuzz.mutate(obj, path, op, data.draw(json_values))
     try:
         function(obj)
     except WebhookRejected as exc:
