@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,11 @@ def make_policy(tmp_path: Path) -> Callable[..., Path]:
         raw = yaml.safe_load(DEFAULT_POLICY_FILE.read_text())
         # Quiet hours depend on the wall clock: off unless a test sets them (tests/governance does).
         raw.setdefault("guardrails", {})["quiet_hours"] = None
+        # The SMS night cannot be switched off; park it in a one-minute window no time zone is in now
+        # (7 h 17 min ahead of UTC: no zone has a :17 offset), so SMS tests do not depend on the clock.
+        park = datetime.now(UTC) + timedelta(hours=7, minutes=17)
+        night = {"start": f"{park:%H:%M}", "end": f"{park + timedelta(minutes=1):%H:%M}"}
+        raw.setdefault("contact", {})["sms_night"] = night
         for key, value in changes.items():
             if isinstance(value, dict) and isinstance(raw.get(key), dict):
                 raw[key] = {**raw[key], **value}

@@ -24,7 +24,7 @@ from starlette.routing import Mount
 
 from billops.app import create_app
 from billops.governance.users import RANK
-from billops.store.models import InboxEvent
+from billops.store.models import ContactOptOut, InboxEvent
 from support.auth import bearer, token_for
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -33,6 +33,7 @@ FIXTURES = Path(__file__).parent / "fixtures"
 #   "public"  no authentication (health, metrics, the OpenAPI schema and its docs pages)
 #   "webhook" the platform's own authentication only (signature / HTTP Basic / HMAC per endpoint)
 #   "console" a console session cookie with CSRF on forms (web/, tested in tests/web/)
+#   "signed"  a signed token in the path is the only authority (one-click unsubscribe links)
 ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/openapi.json"): "public",
     ("GET", "/docs"): "public",
@@ -44,6 +45,11 @@ ROUTES: dict[tuple[str, str], str] = {
     ("POST", "/webhooks/chargebee/{endpoint}"): "webhook",
     ("POST", "/webhooks/recurly/{endpoint}"): "webhook",
     ("POST", "/webhooks/zuora/{endpoint}"): "webhook",
+    ("GET", "/unsubscribe/{token}"): "signed",
+    ("POST", "/unsubscribe/{token}"): "signed",
+    ("GET", "/api/optouts"): "viewer",
+    ("POST", "/api/optouts"): "operator",
+    ("POST", "/api/optouts/remove"): "operator",
     ("GET", "/api/me"): "viewer",
     ("GET", "/api/status"): "viewer",
     ("GET", "/api/decisions"): "viewer",
@@ -97,6 +103,7 @@ PATH_VALUES = {
     "username": "nobody-here",
     "token_id": "987654",
     "endpoint": "default",
+    "token": "WyJzdHJpcGUiLCJjdXNfeCIsImVtYWlsIl0.forged-signature",
 }
 BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/api/approvals/{ref}/approve"): {"why": "checked the customer's history"},
@@ -249,3 +256,16 @@ def test_webhooks_refuse_api_tokens_of_any_role(client: Any) -> None:
             assert r.status_code in (400, 401), (path, role, r.status_code, r.text)
     with client.rt.db.reader() as s:
         assert s.scalar(sa.select(sa.func.count()).select_from(InboxEvent)) == 0
+
+
+def test_signed_routes_refuse_forged_tokens_whatever_the_bearer(client: Any) -> None:
+    signed = [(m, path) for (m, path), kind in ROUTES.items() if kind == "signed"]
+    assert len(signed) == 2
+    for method, path in signed:
+        for caller in CALLERS:
+            headers = bearer(client.tokens[caller]) if caller else {}
+            r = client.request(method, url_for(path), headers=headers)
+            assert r.status_code == 400, (method, path, caller, r.text)
+            assert "not valid" in r.text
+    with client.rt.db.reader() as s:
+        assert s.scalar(sa.select(sa.func.count()).select_from(ContactOptOut)) == 0

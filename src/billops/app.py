@@ -55,6 +55,7 @@ def create_app(settings: Settings | None = None, *, manage_runtime: bool = True)
         return PlainTextResponse(generate_latest().decode(), media_type=CONTENT_TYPE_LATEST)
 
     from billops.api import router as api_router
+    from billops.governance.contacts_routes import router as contacts_router
     from billops.governance.kpis import router as kpis_router
     from billops.governance.routes import router as governance_router
     from billops.governance.users_api import router as users_router
@@ -66,5 +67,6 @@ def create_app(settings: Settings | None = None, *, manage_runtime: bool = True)
     app.include_router(governance_router)
     app.include_router(kpis_router)
     app.include_router(users_router)
+    app.include_router(contacts_router)
     mount_console(app)
     return app

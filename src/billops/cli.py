@@ -332,6 +332,9 @@ def _mount_optional() -> None:
     from billops.governance.users_cli import register as register_users  # billops users …
 
     register_users(app)
+    from billops.governance.contacts_cli import register as register_contacts  # billops contacts …
+
+    register_contacts(app)
 
 
 _mount_optional()

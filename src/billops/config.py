@@ -26,6 +26,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from billops.actions.settings import ContactPolicy, OutboundWebhook
+from billops.drafting.policy import DraftingPolicy
 from billops.errors import ConfigError
 from billops.governance.schema import Guardrails, Segmentation, WorkflowModes
 
@@ -207,6 +209,53 @@ class Settings(BaseSettings):
     webhook_tolerance_seconds: int = Field(default=300, ge=1, le=3600)
     webhook_max_bytes: int = Field(default=512 * 1024, ge=1024)
 
+    # Channels (docs/channels.md). A channel without settings is off: its messages are recorded as
+    # skipped with the reason, never lost silently.
+    public_url: str | None = Field(
+        default=None,
+        description="Where customers reach this BillOps (https://billops.example.com): one-click "
+        "unsubscribe links point here. Without it, emails carry only the mailto unsubscribe, if any.",
+    )
+    smtp_host: str | None = Field(default=None, description="SMTP server; email is off without it.")
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_security: Literal["starttls", "tls", "none"] = Field(
+        default="starttls",
+        description="starttls (port 587), tls (implicit TLS, port 465), none (local relay).",
+    )
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_from: str | None = Field(
+        default=None, description='The From header: "Billing <billing@example.com>".'
+    )
+    smtp_reply_to: str | None = None
+    smtp_ca_file: Path | None = Field(
+        default=None, description="CA bundle to trust for the SMTP server's certificate (a private relay)."
+    )
+    smtp_timeout_seconds: float = Field(default=20, gt=0, le=300)
+    twilio_account_sid: str | None = Field(default=None, description="AC…; SMS is off without it.")
+    twilio_auth_token: SecretStr | None = None
+    twilio_messaging_service_sid: str | None = Field(default=None, description="MG… (preferred over From).")
+    twilio_from: str | None = Field(default=None, description="E.164 sender when no messaging service.")
+    twilio_api_url: str = Field(default="https://api.twilio.com", description="Override for tests.")
+    slack_webhook_url: SecretStr | None = Field(
+        default=None, description="Slack incoming webhook for internal alerts (escalations, failures)."
+    )
+    outbound_webhooks: list[OutboundWebhook] = Field(
+        default_factory=list,
+        description='JSON list: [{"name": "helpdesk", "url": "https://…", "secret": "whsec_…", '
+        '"events": […]}].',
+    )
+    http_timeout_seconds: float = Field(default=15, gt=0, le=120, description="SMS, Slack and webhook calls.")
+
+    # LLM drafting (docs/drafting.md); which backend is used is the policy's `drafting` section.
+    openai_api_key: SecretStr | None = None
+    anthropic_api_key: SecretStr | None = None
+    llm_base_url: str | None = Field(
+        default=None,
+        description="OpenAI-compatible server (Ollama http://127.0.0.1:11434/v1, vLLM, llama.cpp).",
+    )
+    llm_api_key: SecretStr | None = Field(default=None, description="Key for llm_base_url, if it needs one.")
+
     # Durable workflows
     executor_id: str = Field(
         default_factory=lambda: f"billops-{socket.gethostname()}",
@@ -256,7 +305,15 @@ class Settings(BaseSettings):
                 raise ValueError(f"Recurly endpoint {endpoint!r} needs keys of at least 16 characters")
         return v
 
-    @field_validator("chargebee_api_url", "recurly_api_url", "zuora_api_url", "zuora_cpr_url")
+    @field_validator(
+        "chargebee_api_url",
+        "recurly_api_url",
+        "zuora_api_url",
+        "zuora_cpr_url",
+        "twilio_api_url",
+        "public_url",
+        "llm_base_url",
+    )
     @classmethod
     def _http_url(cls, v: str | None) -> str | None:
         if v is not None:
@@ -412,6 +469,8 @@ class Policy(_Strict):
     recovery: RecoveryPolicy = RecoveryPolicy()
     approvals: ApprovalPolicy = ApprovalPolicy()
     templates: str = Field(default="recovery-v1", description="Template set under drafting/templates/.")
+    drafting: DraftingPolicy = DraftingPolicy()
+    contact: ContactPolicy = ContactPolicy()
     network_rules: str = Field(
         default="builtin", description="'builtin' or a path to a network rules YAML file."
     )

@@ -44,6 +44,19 @@ class Conflict(BillopsError):
     status = 409
 
 
+class DeliveryError(BillopsError):
+    """A message or notification could not be delivered. `retryable` errors (timeouts, 5xx, 429,
+    SMTP 4xx) are retried by the delivery step with backoff; the others are permanent and recorded."""
+
+    status = 502
+
+    def __init__(self, message: str, *, channel: str, retryable: bool, code: str | None = None) -> None:
+        super().__init__(message)
+        self.channel = channel
+        self.retryable = retryable
+        self.code = code
+
+
 class PlatformError(BillopsError):
     """A billing platform API call failed."""
 

@@ -111,6 +111,7 @@ class Customer(_Model):
         "keeps the highest.",
     )
     email: str | None = None
+    phone: str | None = Field(default=None, description="E.164 where the platform has it (SMS).")
     name: str | None = None
     created_at: datetime | None = None
     timezone: str | None = None

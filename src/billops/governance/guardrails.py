@@ -8,6 +8,10 @@ Two moments:
   workflow behaves as shadow), the approval rules again for plans no human approved (block), rate limits
   per customer and overall (defer until the window has room), quiet hours for messages in the customer's
   local time (defer until they end).
+- Contact rules for messages (policy `contact`): `opt_out` (the customer asked not to be contacted on
+  this channel: block), `frequency_cap` (enough messages on this channel in the window: block, the
+  message is dropped rather than piled up), `sms_night` (SMS never at night in the customer's local
+  time, whatever quiet_hours says: defer).
 
 Counts come from `governed_actions`: every action the guardrails let through is a row there, updated
 with its outcome; `breaker_check` trips the circuit breaker from the same rows.
@@ -28,7 +32,7 @@ from billops.config import Policy
 from billops.governance import control
 from billops.governance.rollout import Subject
 from billops.governance.schema import MESSAGE_ACTIONS, MONEY_ACTIONS, QuietHours
-from billops.store.models import Decision, GovernedAction
+from billops.store.models import Decision, Delivery, GovernedAction
 
 Effect = Literal["allow", "approval", "block", "defer"]
 # Actions that reach the customer or their money: what rate limits count.
@@ -249,6 +253,11 @@ def check_action(
         caps = _cap_findings(s, policy, wf=wf, sub=sub, actions=[action], now=now, effect="block")
         if caps:
             return Verdict("block", caps)
+    channel = MESSAGE_ACTIONS.get(t)
+    if channel:
+        stop = _contact_block(s, policy, wf=wf, step=step, channel=channel, sub=sub, now=now)
+        if stop is not None:
+            return Verdict("block", [stop])
     findings: list[Finding] = []
     if t in CUSTOMER_FACING:
         limits = policy.guardrails.rate_limits
@@ -272,24 +281,81 @@ def check_action(
                         not_before=max(free_at, now + timedelta(seconds=1)),
                     )
                 )
-    channel = MESSAGE_ACTIONS.get(t)
     q = policy.guardrails.quiet_hours
+    windows: list[tuple[str, QuietHours]] = []
     if channel and q is not None and channel in q.channels:
-        until, tz = quiet_until(q, sub.timezone, now)
+        windows.append(("quiet_hours", q))
+    if channel == "sms":
+        night = policy.contact.sms_night
+        windows.append(
+            (
+                "sms_night",
+                QuietHours(
+                    start=night.start,
+                    end=night.end,
+                    channels=["sms"],
+                    default_timezone=q.default_timezone if q is not None else "UTC",
+                ),
+            )
+        )
+    for rule, window in windows:
+        until, tz = quiet_until(window, sub.timezone, now)
         if until is not None:
             local = now.astimezone(ZoneInfo(tz))
+            what = "quiet hours" if rule == "quiet_hours" else "the night (SMS never goes out at night)"
             findings.append(
                 Finding(
-                    "quiet_hours",
-                    f"{local:%H:%M} in {tz} is inside quiet hours {q.start}–{q.end} for {channel}: "
+                    rule,
+                    f"{local:%H:%M} in {tz} is inside {what} {window.start}–{window.end} for {channel}: "
                     f"sent at {until.astimezone(ZoneInfo(tz)):%H:%M} local ({until:%Y-%m-%d %H:%M} UTC)",
                     "defer",
                     not_before=until,
                 )
             )
+            break  # one waiting reason is enough; the next check sees the other if it still applies
     if findings:
         return Verdict("defer", findings)
     return Verdict("allow")
+
+
+def _contact_block(
+    s: Session, policy: Policy, *, wf: str, step: str, channel: str, sub: Subject, now: datetime
+) -> Finding | None:
+    """Opt-out first (consent beats everything), then the channel's frequency cap for this customer."""
+    from billops.governance.contacts import opted_out
+
+    out = opted_out(s, sub.platform, sub.customer_id, channel)
+    if out is not None:
+        scope = "all contact" if out.channel == "all" else f"{channel} messages"
+        return Finding(
+            "opt_out",
+            f"customer {sub.customer_id} opted out of {scope} ({out.source}, {out.at:%Y-%m-%d}): not sent",
+            "block",
+        )
+    cap = policy.contact.frequency_caps.get(channel)  # type: ignore[call-overload]
+    if cap is None or not sub.customer_id:
+        return None
+    since = now - timedelta(hours=cap.per_hours)
+    sent = s.scalar(
+        sa.select(sa.func.count())
+        .select_from(Delivery)
+        .where(
+            Delivery.platform == sub.platform,
+            Delivery.customer_id == sub.customer_id,
+            Delivery.channel == channel,
+            Delivery.status.in_(("sent", "sending")),
+            Delivery.created_at > since,
+            Delivery.key != f"{wf}:{step}",
+        )
+    )
+    if (sent or 0) >= cap.max_messages:
+        return Finding(
+            "frequency_cap",
+            f"{sent} {channel} messages to customer {sub.customer_id} in the last {cap.per_hours:g} h "
+            f"(cap {cap.max_messages}): this one is dropped",
+            "block",
+        )
+    return None
 
 
 def breaker_check(s: Session, policy: Policy, *, now: datetime) -> bool:

@@ -1,5 +1,6 @@
 """KPIs for a date range: what failed, what was recovered, how decisions were routed and governed, and
-what waits for a human. Used by GET /api/kpis and the console's overview page.
+what waits for a human, how messages fared per channel (sent, skipped, failed: permanent failures
+listed), and LLM tokens spent. Used by GET /api/kpis and the console's overview page.
 
 Every decision is one failed payment (its amount and currency); it counts as recovered when its status
 is `recovered`. Amounts stay in integer minor units per currency (never summed across currencies).
@@ -18,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from billops.governance.access import require_role
 from billops.runtime import get_runtime
-from billops.store.models import Approval, Decision
+from billops.store.models import Approval, Decision, Delivery, LlmUsage
 
 MAX_DAYS = 366
 DEFAULT_DAYS = 30
@@ -102,6 +103,26 @@ def compute_kpis(
         row["failed"][cur.lower()] = int(failed or 0)
         row["recovered"][cur.lower()] = int(rec or 0)
 
+    messages: dict[str, dict[str, int]] = {}
+    d_range = (Delivery.created_at >= since, Delivery.created_at < until)
+    q4 = sa.select(Delivery.channel, Delivery.status, sa.func.count()).where(*d_range)
+    for channel, status, n in s.execute(q4.group_by(Delivery.channel, Delivery.status)):
+        messages.setdefault(channel, {})[status] = int(n)
+    failures = [
+        {"workflow_id": r.workflow_id, "step": r.step, "channel": r.channel, "error": r.error,
+         "at": r.updated_at.isoformat()}
+        for r in s.scalars(
+            sa.select(Delivery).where(*d_range, Delivery.status == "failed")
+            .order_by(Delivery.updated_at.desc()).limit(20)
+        )
+    ]  # fmt: skip
+    u_range = (LlmUsage.at >= since, LlmUsage.at < until)
+    tokens = s.execute(
+        sa.select(
+            sa.func.count(), sa.func.sum(LlmUsage.input_tokens), sa.func.sum(LlmUsage.output_tokens)
+        ).where(*u_range)
+    ).one()
+
     pending = list(s.scalars(sa.select(Approval.requested_at).where(Approval.status == "pending")))
     ages = sorted((now - t).total_seconds() for t in pending)
     return {
@@ -119,6 +140,16 @@ def compute_kpis(
             "median_age_seconds": round(median(ages)) if ages else None,
         },
         "daily": [days[k] for k in sorted(days)],
+        "messages": {
+            "by_channel": {k: dict(sorted(v.items())) for k, v in sorted(messages.items())},
+            "failed": sum(v.get("failed", 0) for v in messages.values()),
+            "recent_failures": failures,
+        },
+        "llm": {
+            "drafts": int(tokens[0] or 0),
+            "input_tokens": int(tokens[1] or 0),
+            "output_tokens": int(tokens[2] or 0),
+        },
     }
 
 

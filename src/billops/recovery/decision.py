@@ -166,7 +166,7 @@ def decide(
         "plan_name": inv.plan_name,
         "failed_date": f"{ctx.failed_at:%B %-d, %Y}",
         "next_retry_date": f"{plan.times[0]:%B %-d, %Y}" if plan.times else None,
-        "card_update_url": None,
+        "card_update_url": "{card_update_link}",  # filled at delivery with the platform's link
         "decline_hint": _HINTS.get(ctx.decline.code),
         "company": None,
         "other_method_hint": (

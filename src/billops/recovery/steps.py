@@ -8,6 +8,7 @@ outcome at once (on PostgreSQL a plain read-modify-write would lose one of the u
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,6 +18,7 @@ import sqlalchemy as sa
 from dbos import DBOS
 from pydantic import TypeAdapter
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from billops.domain import CanonicalEvent, Customer, Invoice, Money, PaymentAttempt
 from billops.domain.declines import load_taxonomy
@@ -663,16 +665,23 @@ def retry_payment(workflow_id: str, n: int, payment_method_id: str | None) -> di
 
 
 def _record_action(
-    workflow_id: str, step: str, action: str, inputs: dict[str, Any], result: dict[str, Any]
+    workflow_id: str,
+    step: str,
+    action: str,
+    inputs: dict[str, Any],
+    result: dict[str, Any],
+    also: Callable[[Session], None] | None = None,
 ) -> None:
-    """Store an action's result on its decision and audit it, in one transaction; an error counts
-    toward the circuit breaker."""
+    """Store an action's result on its decision and audit it, in one transaction (with `also`, e.g. the
+    delivery row of a message); an error counts toward the circuit breaker."""
     rt = get_runtime()
     with rt.db.session() as s:
+        if also is not None:
+            also(s)
         dec = s.get(Decision, workflow_id, with_for_update=True)
         assert dec is not None
         dec.outcome = {**dec.outcome, step: result}
-        errored = "error" in result or result.get("status") == "error"
+        errored = "error" in result or result.get("status") in ("error", "failed")
         s.execute(
             sa.update(GovernedAction)
             .where(GovernedAction.workflow_id == workflow_id, GovernedAction.step == step)

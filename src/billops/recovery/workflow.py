@@ -18,7 +18,7 @@ from dbos._error import DBOSNonExistentWorkflowError
 
 from billops.governance.schema import MESSAGE_ACTIONS
 from billops.platforms.registry import missing_client_reason
-from billops.recovery import steps
+from billops.recovery import delivery, steps
 from billops.runtime import get_runtime
 
 APPROVAL_TOPIC = "approval"
@@ -104,13 +104,17 @@ def recovery_followup(decision: dict[str, Any]) -> dict[str, Any]:
     rt = get_runtime()
     if decision["status"] == "awaiting_approval":
         steps.request_approval(wf)
+        if decision["route"] == "human_review":
+            notify_team_async(wf, "recovery.escalated")
         timeout = rt.policy().approvals.timeout_hours * 3600
         msg = DBOS.recv(APPROVAL_TOPIC, timeout_seconds=timeout)
         verdict = msg if msg is not None else steps.expire_approval(wf)
         if not verdict.get("approved"):
             final = "rejected" if verdict.get("status") != "expired" else "expired"
-            steps.finish(wf, platform, invoice_id, final, {"by": verdict.get("by")})
-            return {"status": final, "route": decision["route"]}
+            return {
+                **_done(wf, platform, invoice_id, final, {"by": verdict.get("by")}),
+                "route": decision["route"],
+            }
     return execute(decision)
 
 
@@ -205,15 +209,61 @@ MAX_DEFERRALS = 20
 
 @DBOS.workflow(name="deliver_message")
 def deliver_message(wf: str, step: str, action: dict[str, Any]) -> dict[str, Any]:
-    """One drafted message of a recovery: guardrails first (quiet hours, rate limits, kill switch)."""
+    """One drafted message of a recovery: guardrails first (opt-out, frequency cap, quiet hours, SMS
+    night, rate limits, kill switch), then a fresh card-update link from the platform when the text has
+    one, then the send (a durable step retried with backoff; recorded once per step)."""
     gate = _guarded(wf, step, action)
     if gate != "allow":
         return {"status": gate}
     try:
-        return steps.platform_action(wf, step, action)
-    except Exception as exc:
-        steps.record_failure(wf, step, action["type"], repr(exc))
-        return {"status": "error"}
+        link = delivery.message_link(wf, step, action)
+    except Exception as exc:  # the platform kept failing: the text points at the billing page instead
+        DBOS.logger.warning("no card-update link for %s %s: %s", wf, step, exc)
+        link = {"url": None, "why": str(exc)}
+    try:
+        result = delivery.send_message(wf, step, action, link.get("url"))
+    except Exception as exc:  # retries exhausted
+        result = delivery.message_gave_up(wf, step, action, repr(exc))
+    if result["status"] == "failed" and not result.get("replayed"):
+        notify_team_async(wf, "message.failed", step, {**result, "attempts": result.get("attempts", 1)})
+    return result
+
+
+@DBOS.workflow(name="notify_team")
+def notify_team(wf: str, event: str, step: str | None, detail: dict[str, Any]) -> dict[str, Any]:
+    """Tell the team's systems: outbound webhooks (Standard Webhooks) and Slack, each a durable step
+    retried with backoff and recorded once (`deliveries`, audit `notification.*`)."""
+    plan = delivery.notification_plan(wf, event, step, detail)
+    out: dict[str, Any] = {}
+    for name in plan["endpoints"]:
+        try:
+            out[name] = delivery.send_webhook(wf, event, step, name, plan["data"])
+        except Exception as exc:
+            out[name] = delivery.notification_gave_up(wf, event, step, f"webhook:{name}", repr(exc))
+    if plan["slack"]:
+        try:
+            out["slack"] = delivery.send_slack(wf, event, step, plan["slack"])
+        except Exception as exc:
+            out["slack"] = delivery.notification_gave_up(wf, event, step, "slack", repr(exc))
+    return out
+
+
+SLACK_EVENTS = ("recovery.escalated", "message.failed")
+
+
+def notify_team_async(
+    wf: str, event: str, step: str | None = None, detail: dict[str, Any] | None = None
+) -> None:
+    """Start `notify_team` in its own workflow (a slow receiver never holds up the recovery), only when
+    someone listens: an outbound webhook subscribed to the event, or Slack for escalations/failures."""
+    settings = get_runtime().settings
+    listens = any(event in e.events for e in settings.outbound_webhooks) or (
+        settings.slack_webhook_url is not None and event in SLACK_EVENTS
+    )
+    if not listens:
+        return
+    with SetWorkflowID(f"{wf}:notify:{event}:{step or '-'}"):
+        DBOS.start_workflow(notify_team, wf, event, step, detail or {})
 
 
 def _guarded(wf: str, step: str, action: dict[str, Any]) -> str:
@@ -245,4 +295,5 @@ def plan_window_seconds(decision: dict[str, Any]) -> float:
 
 def _done(wf: str, platform: str, invoice_id: str, status: str, detail: dict[str, Any]) -> dict[str, Any]:
     steps.finish(wf, platform, invoice_id, status, detail)
+    notify_team_async(wf, "recovery.finished", None, {"status": status, **detail})
     return {"status": status, **detail}

@@ -332,3 +332,65 @@ class FeedbackLabel(Base):
     at: Mapped[datetime] = mapped_column(default=_now)
     why: Mapped[str | None] = mapped_column(sa.Text)
     edits: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class ContactOptOut(Base):
+    """A customer who asked not to be contacted on a channel ('all' covers every channel). Every
+    customer-facing message checks here first; unsubscribe links, the API and the CLI write here."""
+
+    __tablename__ = "contact_optouts"
+    __table_args__ = (sa.UniqueConstraint("platform", "customer_id", "channel", name="uq_optout"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    platform: Mapped[str] = mapped_column(sa.String(20))
+    customer_id: Mapped[str] = mapped_column(sa.String(255))
+    channel: Mapped[str] = mapped_column(sa.String(10), doc="all | email | sms")
+    source: Mapped[str] = mapped_column(sa.String(40), doc="unsubscribe_link | api | cli | provider")
+    by: Mapped[str] = mapped_column(sa.String(200))
+    why: Mapped[str | None] = mapped_column(sa.Text)
+    at: Mapped[datetime] = mapped_column(default=_now)
+
+
+class Delivery(Base):
+    """One outgoing message or notification, keyed `<workflow id>:<step>`: a resend of the same step
+    finds its row and never sends twice. No message text or address here (the decision holds the
+    draft); `recipient_digest` lets support match a complaint without storing the address."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        sa.Index("ix_deliveries_customer_time", "platform", "customer_id", "channel", "created_at"),
+        sa.Index("ix_deliveries_time", "created_at"),
+    )
+
+    key: Mapped[str] = mapped_column(sa.String(400), primary_key=True)
+    workflow_id: Mapped[str] = mapped_column(sa.String(300), index=True)
+    step: Mapped[str] = mapped_column(sa.String(80))
+    channel: Mapped[str] = mapped_column(sa.String(20), doc="email | sms | slack | webhook")
+    platform: Mapped[str | None] = mapped_column(sa.String(20))
+    customer_id: Mapped[str | None] = mapped_column(sa.String(255))
+    status: Mapped[str] = mapped_column(sa.String(20), doc="sending | sent | failed | skipped")
+    provider_id: Mapped[str | None] = mapped_column(sa.String(300))
+    recipient_digest: Mapped[str | None] = mapped_column(sa.String(64))
+    attempts: Mapped[int] = mapped_column(default=0)
+    error: Mapped[str | None] = mapped_column(sa.Text)
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=_now)
+    updated_at: Mapped[datetime] = mapped_column(default=_now, onupdate=_now)
+
+
+class LlmUsage(Base):
+    """Tokens spent per LLM draft: the daily budget sums `input_tokens + output_tokens` per UTC day."""
+
+    __tablename__ = "llm_usage"
+    __table_args__ = (sa.Index("ix_llm_usage_day", "day"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    day: Mapped[str] = mapped_column(sa.String(10), doc="UTC date YYYY-MM-DD")
+    at: Mapped[datetime] = mapped_column(default=_now)
+    workflow_id: Mapped[str | None] = mapped_column(sa.String(300))
+    kind: Mapped[str] = mapped_column(sa.String(40))
+    model: Mapped[str] = mapped_column(sa.String(200))
+    prompt_version: Mapped[str] = mapped_column(sa.String(200))
+    input_tokens: Mapped[int] = mapped_column(default=0)
+    output_tokens: Mapped[int] = mapped_column(default=0)
+    requests: Mapped[int] = mapped_column(default=0)

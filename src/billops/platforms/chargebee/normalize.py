@@ -393,6 +393,7 @@ def customer(r: Reader) -> Customer:
         id=r.req_str("id"),
         source_version=r.opt_int("resource_version"),
         email=r.opt_str("email"),
+        phone=r.opt_str("phone"),
         name=" ".join(n.strip() for n in names) or r.opt_str("company"),
         created_at=r.opt_ts("created_at"),
         country=maybe_str(address, "country"),

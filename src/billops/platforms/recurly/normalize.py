@@ -455,6 +455,7 @@ def account(r: Reader) -> tuple[Customer, PaymentMethod | None]:
         platform=PLATFORM,
         id=account_id,
         email=r.opt_str("email"),
+        phone=maybe_str(address, "phone"),
         name=" ".join(names) or r.opt_str("company"),
         created_at=_time(r, "created_at"),
         timezone=r.opt_str("preferred_time_zone"),

@@ -410,6 +410,7 @@ def customer(r: Reader) -> Customer:
         platform=PLATFORM,
         id=r.req_str("id"),
         email=r.opt_str("email"),
+        phone=r.opt_str("phone"),
         name=r.opt_str("name"),
         created_at=r.opt_ts("created"),
         country=_str(address, "country"),

@@ -459,6 +459,7 @@ def account(r: Reader) -> Customer:
         platform=PLATFORM,
         id=_req_text(r, "id"),
         email=_text(bill_to, "workEmail") or _text(bill_to, "personalEmail"),
+        phone=_text(bill_to, "mobilePhone") or _text(bill_to, "workPhone"),
         name=_text(r, "name") or " ".join(names) or None,
         created_at=_ts(r, "createdDate"),
         country=_text(bill_to, "country"),
