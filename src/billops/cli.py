@@ -335,6 +335,9 @@ def _mount_optional() -> None:
     from billops.governance.contacts_cli import register as register_contacts  # billops contacts …
 
     register_contacts(app)
+    from billops.actions.cli import webhooks_app  # billops webhooks secret|schemas|test
+
+    app.add_typer(webhooks_app, name="webhooks")
 
 
 _mount_optional()

@@ -263,7 +263,7 @@ class Settings(BaseSettings):
         "resumes that process's workflows. Give each worker on one host its own id.",
     )
     workflow_version: str = Field(
-        default="billops-wf-1",
+        default="billops-wf-2",  # wf-2: messages delivered, drafts redrafted, the team notified
         description="DBOS application_version. Bump only when workflow code changes incompatibly.",
     )
     worker_concurrency: int = Field(default=8, ge=1, le=256)

@@ -37,8 +37,11 @@ class ChargebeeHarness:
             "chargebee_api_url": self.api.url,
         }
 
-    def post_failure(self, client: TestClient) -> str:
+    def post_failure(self, client: TestClient, customer: dict[str, Any] | None = None) -> str:
+        """Post the fixture's payment_failed as a new failure (new invoice id); `customer` overrides
+        fields of the event's customer (e.g. a phone number)."""
         ev = json.loads((FIXTURES / "chargebee" / "payment_failed_insufficient_funds.json").read_text())
+        ev["content"]["customer"].update(customer or {})
         now = int(time.time()) - 60
         ev["id"] = f"ev_{uuid.uuid4().hex[:12]}"
         ev["occurred_at"] = now

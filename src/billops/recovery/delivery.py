@@ -182,7 +182,11 @@ def send_message(wf: str, step: str, action: dict[str, Any], link: str | None) -
         platform, customer_id = dec.platform, dec.customer_id
         cust = Mirror(s).get(Customer, platform, customer_id) if customer_id else None
     address = (cust.email if channel == "email" else cust.phone) if cust is not None else None
-    base = {"channel": channel, "kind": (action.get("detail") or {}).get("message")}
+    base = {
+        "channel": channel,
+        "kind": (action.get("detail") or {}).get("message"),
+        "recipient_digest": digest(address) if address else None,
+    }
     why = None
     if msg is None:
         why = "no drafted message for this action"
@@ -191,7 +195,7 @@ def send_message(wf: str, step: str, action: dict[str, Any], link: str | None) -
     elif not address:
         why = f"customer has no {'email address' if channel == 'email' else 'phone number'} on file"
     record = {"wf": wf, "step": step, "channel": channel, "platform": platform, "customer": customer_id}
-    inputs = {"key": key, "action": action, "recipient_digest": digest(address) if address else None}
+    inputs = {"key": key, "action": action}
     if why is not None:
         result = {**base, "status": "skipped", "why": why}
         _record_action(
@@ -199,7 +203,17 @@ def send_message(wf: str, step: str, action: dict[str, Any], link: str | None) -
         )
         return result
     assert msg is not None and address is not None
-    inputs["message"] = {k: msg.get(k) for k in ("template", "record") if k in msg}
+    rec = msg.get("record") or {}
+    versions = {
+        k: v
+        for k, v in {
+            "template": msg.get("template"),
+            "templates": rec.get("template_version"),
+            "prompt": rec.get("prompt_version"),
+            "model": rec.get("model"),
+        }.items()
+        if v
+    }
     body = str(msg["body"]).replace(LINK_SLOT, link or NO_LINK)
     subject = str(msg.get("subject") or "").replace(LINK_SLOT, link or NO_LINK)
     if channel == "sms" and "STOP" not in body:
@@ -236,7 +250,7 @@ def send_message(wf: str, step: str, action: dict[str, Any], link: str | None) -
                     why=f"the SMS provider refused: {refusal}",
                 )  # fmt: skip
 
-        _record_action(wf, step, f"action.{action['type']}", inputs, result, also)
+        _record_action(wf, step, f"action.{action['type']}", inputs, result, also, versions)
         return result
     result = {
         **base,
@@ -244,9 +258,8 @@ def send_message(wf: str, step: str, action: dict[str, Any], link: str | None) -
         "provider_id": receipt.provider_id,
         "link": "platform" if link else "none",
     }
-    _record_action(
-        wf, step, f"action.{action['type']}", inputs, result, _settle(key, "sent", result, **record)
-    )
+    sent = _settle(key, "sent", result, **record)
+    _record_action(wf, step, f"action.{action['type']}", inputs, result, sent, versions)
     return result
 
 
@@ -349,6 +362,7 @@ def notification_plan(wf: str, event: str, step: str | None, detail: dict[str, A
             raise ValueError(f"unknown notification event {event!r}")
     return {
         "event": event,
+        "occurred_at": datetime.now(UTC).isoformat(),
         "data": data,
         "endpoints": [e.name for e in endpoints_for(settings, event)],
         "slack": slack if settings.slack_webhook_url is not None else None,
@@ -368,7 +382,7 @@ def _notify_key(wf: str, event: str, step: str | None, target: str) -> str:
     should_retry=_retryable,
 )
 def send_webhook(
-    wf: str, event: str, step: str | None, endpoint_name: str, data: dict[str, Any]
+    wf: str, event: str, step: str | None, endpoint_name: str, data: dict[str, Any], occurred_at: str
 ) -> dict[str, Any]:
     from billops.actions.webhooks import deliver_webhook
 
@@ -389,7 +403,12 @@ def send_webhook(
     msg_id = "msg_" + hashlib.sha256(key.encode()).hexdigest()[:32]
     try:
         receipt = deliver_webhook(
-            endpoint, event_type=event, msg_id=msg_id, data=data, timeout=rt.settings.http_timeout_seconds
+            endpoint,
+            event_type=event,
+            msg_id=msg_id,
+            data=data,
+            timeout=rt.settings.http_timeout_seconds,
+            occurred_at=datetime.fromisoformat(occurred_at),
         )
     except DeliveryError as exc:
         if exc.retryable:

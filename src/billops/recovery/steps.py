@@ -671,6 +671,7 @@ def _record_action(
     inputs: dict[str, Any],
     result: dict[str, Any],
     also: Callable[[Session], None] | None = None,
+    versions: dict[str, Any] | None = None,
 ) -> None:
     """Store an action's result on its decision and audit it, in one transaction (with `also`, e.g. the
     delivery row of a message); an error counts toward the circuit breaker."""
@@ -695,6 +696,7 @@ def _record_action(
             workflow_id=workflow_id,
             trace_id=dec.trace_id,
             subject=f"{dec.platform}:invoice:{dec.invoice_id}",
+            versions=versions,
             inputs=inputs,
             outcome=result,
         )

@@ -237,7 +237,7 @@ def notify_team(wf: str, event: str, step: str | None, detail: dict[str, Any]) -
     out: dict[str, Any] = {}
     for name in plan["endpoints"]:
         try:
-            out[name] = delivery.send_webhook(wf, event, step, name, plan["data"])
+            out[name] = delivery.send_webhook(wf, event, step, name, plan["data"], plan["occurred_at"])
         except Exception as exc:
             out[name] = delivery.notification_gave_up(wf, event, step, f"webhook:{name}", repr(exc))
     if plan["slack"]:
