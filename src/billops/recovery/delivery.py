@@ -281,8 +281,8 @@ def message_gave_up(wf: str, step: str, action: dict[str, Any], error: str) -> d
     result = {
         "channel": channel,
         "status": "failed",
-        "error": f"retries exhausted: {error[:400]}",
-        "code": "retries",
+        "error": f"not delivered: {error[:400]}",
+        "code": "gave_up",
     }
     _record_action(
         wf, step, f"action.{action['type']}", {"key": key}, result, _settle(key, "failed", result, **record)
@@ -461,7 +461,7 @@ def notification_gave_up(wf: str, event: str, step: str | None, target: str, err
     key = _notify_key(wf, event, step, target)
     channel = "slack" if target == "slack" else "webhook"
     result = {"event": event, "endpoint": target.split(":", 1)[-1], "status": "failed",
-              "error": f"retries exhausted: {error[:400]}", "code": "retries"}  # fmt: skip
+              "error": f"not delivered: {error[:400]}", "code": "gave_up"}  # fmt: skip
     return _notified(key, wf, channel, result)
 
 
