@@ -338,6 +338,9 @@ def _mount_optional() -> None:
     from billops.actions.cli import webhooks_app  # billops webhooks secret|schemas|test
 
     app.add_typer(webhooks_app, name="webhooks")
+    from billops.drafting.cli import drafting_app  # billops drafting versions|preview
+
+    app.add_typer(drafting_app, name="drafting")
 
 
 _mount_optional()

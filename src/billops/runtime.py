@@ -91,6 +91,7 @@ def open_runtime(settings: Settings) -> Runtime:
 def _launch_dbos(rt: Runtime) -> None:
     from dbos import DBOS, DBOSConfig
 
+    import billops.drafting.service
     import billops.recovery.workflow  # noqa: F401  (registers the workflows before launch)
 
     s = rt.settings

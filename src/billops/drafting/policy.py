@@ -22,7 +22,7 @@ class LlmChoice(_Strict):
 
 class DraftingPolicy(_Strict):
     backend: dict[Literal["recovery"], Literal["templates", "llm"]] = Field(
-        default_factory=lambda: {"recovery": "templates"},  # type: ignore[dict-item]
+        default_factory=lambda: {"recovery": "templates"},  # type: ignore[arg-type]
         description="Per workflow: deterministic templates (default, offline) or an LLM.",
     )
     llm: LlmChoice = LlmChoice()

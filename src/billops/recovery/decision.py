@@ -18,7 +18,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from billops.config import Policy
-from billops.domain import DeclineCategory, Money
+from billops.domain import DeclineCategory
+from billops.drafting.facts import build_facts
+from billops.drafting.service import template_draft
 from billops.drafting.templates import load_template_set
 from billops.recovery.features import RecoveryContext, RecoveryFeatures, build_features
 from billops.recovery.model import RecoveryModel
@@ -26,13 +28,6 @@ from billops.recovery.planner import NetworkRules, RetryPlan, plan_retries
 from billops.recovery.scoring import Score, Scorer
 
 Route = Literal["auto_retry", "retry_and_notify", "human_review", "no_retry"]
-_HINTS = {
-    "insufficient_funds": "insufficient funds",
-    "expired_card": "the card has expired",
-    "incorrect_cvc": "the security code didn't match",
-    "incorrect_number": "the card number is incorrect",
-    "authentication_required": "your bank asked for authentication",
-}
 
 
 class Action(BaseModel):
@@ -59,6 +54,11 @@ class Message(BaseModel):
     subject: str | None
     body: str
     template: str
+    output: dict[str, Any] = Field(default_factory=dict, description="The typed draft (drafting/schema.py).")
+    record: dict[str, Any] = Field(
+        default_factory=dict,
+        description="How it was drafted: backend, model, prompt version, tokens, latency, fallback.",
+    )
 
 
 class DecisionPlan(BaseModel):
@@ -75,6 +75,11 @@ class DecisionPlan(BaseModel):
     features: dict[str, Any]
     context_notes: list[str] = Field(default_factory=list)
     versions: dict[str, str]
+    drafting: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The drafting backend and, per message, the allow-listed facts and local-only data an "
+        "LLM redraft starts from (drafting/facts.py).",
+    )
 
 
 def choose_route(f: RecoveryFeatures, score: int, policy: Policy) -> tuple[Route, str]:
@@ -105,7 +110,6 @@ def decide(
     100 × P(the plan recovers), reasons from SHAP contributions), else with `scorer` (rules-v1) and the
     policy's fixed schedule under the network rules."""
     f = build_features(ctx, high_value_minor=policy.recovery.high_value_minor)
-    card = ctx.attempt.card if ctx.attempt and ctx.attempt.card else None
     model_versions: dict[str, str] = {}
     if model is not None:
         from billops.recovery.timing import plan_for_context, route_for
@@ -156,30 +160,38 @@ def decide(
         plan.notes.append(f"first retry uses another stored payment method ({other_pm})")
 
     templates = load_template_set(policy.templates)
-    money = Money(amount=f.amount, currency=f.currency)
-    inv = ctx.invoice
-    first_name = (ctx.customer.name or "").split(" ")[0] if ctx.customer and ctx.customer.name else None
-    common = {
-        "first_name": first_name,
-        "amount": money.format(),
-        "invoice_number": inv.number or inv.id,
-        "plan_name": inv.plan_name,
-        "failed_date": f"{ctx.failed_at:%B %-d, %Y}",
-        "next_retry_date": f"{plan.times[0]:%B %-d, %Y}" if plan.times else None,
-        "card_update_url": "{card_update_link}",  # filled at delivery with the platform's link
-        "decline_hint": _HINTS.get(ctx.decline.code),
-        "company": None,
-        "other_method_hint": (
-            "We'll first try the other payment method you have on file." if other_pm else None
-        ),
-    }
     actions: list[Action] = []
-    messages = []
+    messages: list[Message] = []
+    inputs: dict[str, Any] = {}
+    steps = _next_steps(f, ctx) if route == "human_review" else []
 
-    def draft(kind: str, **extra: Any) -> None:
-        d = templates.render(kind, **{**common, **extra})
+    def draft(kind: str) -> None:
+        facts, local = build_facts(
+            ctx,
+            kind=kind,
+            route=route,
+            score=score.value,
+            scorer=score.scorer,
+            reasons=score.reasons,
+            retries=plan.times,
+            retry_blocked=plan.blocked,
+            other_pm=bool(other_pm),
+            next_steps=steps,
+            company=policy.contact.company_name,
+            features=f,
+        )
+        d = template_draft(kind, facts, local, policy.templates)
+        inputs[kind] = {"facts": facts.model_dump(mode="json"), "local": local.model_dump(mode="json")}
         messages.append(
-            Message(kind=d.kind, channel=d.channel, subject=d.subject, body=d.body, template=d.template)
+            Message(
+                kind=d.kind,
+                channel=d.channel,
+                subject=d.subject,
+                body=d.body,
+                template=d.record.template or f"{policy.templates}/{kind}",
+                output=d.output,
+                record=d.record.model_dump(mode="json"),
+            )
         )
 
     if route == "auto_retry":
@@ -197,30 +209,8 @@ def decide(
         draft("card_update_email")
         actions.append(Action(type="send_email", detail={"message": "card_update_email"}))
     if route == "human_review":
-        steps = _next_steps(f, ctx)
-        draft(
-            "case_summary",
-            customer_ref=f"{ctx.customer.id if ctx.customer else inv.customer_id}",
-            decline_code=ctx.decline.code,
-            decline_category=ctx.decline.category.value,
-            network_advice=ctx.decline.network_advice_code,
-            score=score.value,
-            scorer=score.scorer,
-            reasons=score.reasons,
-            past_successes=f.past_successes,
-            past_failures=f.past_failures,
-            attempt_number=f.attempt_number,
-            card_desc=(
-                f"{card.brand or '?'} {card.funding or ''} ending {card.last4 or '????'}, "
-                f"expires {card.exp_month or '?'}/{card.exp_year or '?'}"
-            )
-            if card
-            else "unknown",
-            other_methods=f.other_usable_methods,
-            retries=[f"{t:%Y-%m-%d %H:%M} UTC" for t in plan.times],
-            retry_blocked=plan.blocked,
-            next_steps=steps,
-        )
+        draft("case_summary")
+        draft("internal_note")
         actions.append(Action(type="human_review", detail={"why": why, "message": "case_summary"}))
     if plan.times and route != "no_retry":
         if route != "human_review":
@@ -257,6 +247,7 @@ def decide(
         messages=messages,
         features={**f.as_dict(), **f_extra},
         context_notes=[*ctx.notes, *platform_notes],
+        drafting={"backend": policy.drafting.backend_for("recovery"), "inputs": inputs},
         versions={
             "scorer": score.scorer,
             "policy": policy.full_version,

@@ -194,7 +194,9 @@ def send_message(wf: str, step: str, action: dict[str, Any], link: str | None) -
         why = unavailable
     elif not address:
         why = f"customer has no {'email address' if channel == 'email' else 'phone number'} on file"
-    record = {"wf": wf, "step": step, "channel": channel, "platform": platform, "customer": customer_id}
+    record: dict[str, Any] = {
+        "wf": wf, "step": step, "channel": channel, "platform": platform, "customer": customer_id,
+    }  # fmt: skip
     inputs = {"key": key, "action": action}
     if why is not None:
         result = {**base, "status": "skipped", "why": why}
@@ -271,7 +273,7 @@ def message_gave_up(wf: str, step: str, action: dict[str, Any], error: str) -> d
     with get_runtime().db.reader() as s:
         dec = s.get(Decision, wf)
         assert dec is not None
-        record = {
+        record: dict[str, Any] = {
             "wf": wf,
             "step": step,
             "channel": channel,

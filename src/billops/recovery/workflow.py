@@ -18,7 +18,7 @@ from dbos._error import DBOSNonExistentWorkflowError
 
 from billops.governance.schema import MESSAGE_ACTIONS
 from billops.platforms.registry import missing_client_reason
-from billops.recovery import delivery, steps
+from billops.recovery import delivery, drafts, steps
 from billops.runtime import get_runtime
 
 APPROVAL_TOPIC = "approval"
@@ -88,6 +88,9 @@ def recover(event: dict[str, Any], trace_id: str) -> dict[str, Any]:
         return {"status": "settled_before_decision"}
 
     decision = steps.decide_and_record(wf, event["event_id"], gathered["context"], trace_id)
+    if (decision["plan"].get("drafting") or {}).get("backend") == "llm":
+        # Before anyone sees or sends them: model calls are durable steps of this workflow.
+        decision = drafts.redraft(wf, decision)
     status = decision["status"]
     if status == "recorded":  # shadow
         steps.finish(wf, platform, invoice_id, "recorded", {"mode": "shadow"})

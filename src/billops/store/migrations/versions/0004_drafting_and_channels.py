@@ -8,10 +8,11 @@ Opt-outs per customer and channel (unsubscribe links, API, CLI); one row per out
 workflow step (a resend never duplicates); tokens spent per LLM draft (the daily budget).
 """
 
-from alembic import op
 import sqlalchemy as sa
-import billops.store.models  # noqa: F401
+from alembic import op
 from sqlalchemy.dialects import postgresql
+
+import billops.store.models
 
 revision = "0004"
 down_revision = "0003"
