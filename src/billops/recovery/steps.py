@@ -545,7 +545,8 @@ def guard(workflow_id: str, step: str, action: dict[str, Any]) -> dict[str, Any]
     name="platform_action", retries_allowed=True, max_attempts=4, interval_seconds=2, should_retry=_retryable
 )
 def platform_action(workflow_id: str, step: str, action: dict[str, Any]) -> dict[str, Any]:
-    """One platform write (or message hand-off), keyed `<workflow id>:<step>`, audited with its outcome."""
+    """One platform write, keyed `<workflow id>:<step>`, audited with its outcome. (Messages go through
+    recovery/delivery.py.)"""
     rt = get_runtime()
     with rt.db.session() as s:
         dec = s.get(Decision, workflow_id, with_for_update=True)
@@ -556,13 +557,7 @@ def platform_action(workflow_id: str, step: str, action: dict[str, Any]) -> dict
     detail = action.get("detail") or {}
     client = rt.platform_client(platform)
     result: dict[str, Any]
-    if kind in ("send_email", "send_sms"):
-        channel = "email" if kind == "send_email" else "SMS"
-        result = {
-            "status": "skipped",
-            "why": f"no {channel} channel configured; the draft is in the decision",
-        }
-    elif client is None:
+    if client is None:
         result = {"status": "skipped", "why": missing_client_reason(platform)}
     else:
         caps = client.capabilities
