@@ -152,19 +152,19 @@ def test_an_anthropic_shaped_server_drafts_for_real(
     monkeypatch.setenv("ANTHROPIC_BASE_URL", srv.url)  # the Anthropic SDK's own override
     rt = _runtime(
         make_policy, settings_factory, runtime_factory, database_url,
-        {"provider": "anthropic", "model": "claude-sonnet-5-5"},
+        {"provider": "anthropic", "model": "claude-sonnet-4-6"},
         anthropic_api_key="sk-ant-local",
     )  # fmt: skip
     d = _draft(rt, "sms")
     assert d.record.backend == "llm", d.record
-    assert d.record.model == "anthropic:claude-sonnet-5-5"
+    assert d.record.model == "anthropic:claude-sonnet-4-6"
     assert (d.record.input_tokens, d.record.output_tokens) == (380, 88)
     [req] = srv.requests
     assert req.path == "/v1/messages", req.path
     assert "sk-ant-local" in (req.header("x-api-key") or req.header("authorization") or ""), sorted(
         req.headers
     )
-    assert req.json["model"] == "claude-sonnet-5-5"
+    assert req.json["model"] == "claude-sonnet-4-6"
 
 
 def test_a_server_error_falls_back_to_the_template_and_says_so(
