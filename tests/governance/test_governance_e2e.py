@@ -22,28 +22,15 @@ from billops.cli import app as cli
 from billops.governance import control
 from billops.store.models import Approval, FeedbackLabel, GovernedAction
 from support.auth import auth_headers
-from support.chargebee_harness import ChargebeeHarness
+from support.chargebee_harness import SUBSCRIPTION, ChargebeeHarness, running_harness
 from support.helpers import wait_for
 from support.service import Service
-
-SUBSCRIPTION = "AzZlGJVAb1cXy9F7"  # the fixture invoice's subscription
 
 
 @pytest.fixture
 def cb() -> Iterator[ChargebeeHarness]:
-    from support.chargebee_api import FakeChargebeeAPI
-
-    with FakeChargebeeAPI() as api:
-        api.put(
-            "subscriptions",
-            {
-                "id": SUBSCRIPTION,
-                "object": "subscription",
-                "status": "active",
-                "customer_id": "16BjmHTWbLIJnFp7",
-            },
-        )
-        yield ChargebeeHarness(api)
+    with running_harness() as harness:
+        yield harness
 
 
 @pytest.fixture

@@ -24,11 +24,10 @@ from billops.recovery import delivery
 from billops.store.models import AuditRecord, Delivery
 from support.auth import auth_headers
 from support.channels import running_smtp, scripted, twilio_created, twilio_error
-from support.chargebee_harness import ChargebeeHarness
+from support.chargebee_harness import ChargebeeHarness, running_harness
 from support.helpers import wait_for
 from support.service import Service
 
-SUBSCRIPTION = "AzZlGJVAb1cXy9F7"
 PHONE = "+351912345678"
 EMAIL = "ana.silva@example.com"
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -40,19 +39,8 @@ NEVER_SENT = ("Silva", "12 Harbour St", "Lisbon")
 
 @pytest.fixture
 def cb() -> Iterator[ChargebeeHarness]:
-    from support.chargebee_api import FakeChargebeeAPI
-
-    with FakeChargebeeAPI() as api:
-        api.put(
-            "subscriptions",
-            {
-                "id": SUBSCRIPTION,
-                "object": "subscription",
-                "status": "active",
-                "customer_id": "16BjmHTWbLIJnFp7",
-            },
-        )
-        yield ChargebeeHarness(api)
+    with running_harness() as harness:
+        yield harness
 
 
 @pytest.fixture

@@ -23,12 +23,11 @@ from billops.drafting.schema import EmailDraft, SmsDraft
 from billops.store.models import AuditRecord, LlmUsage
 from support.auth import auth_headers
 from support.channels import running_smtp
-from support.chargebee_harness import ChargebeeHarness
+from support.chargebee_harness import ChargebeeHarness, running_harness
 from support.helpers import wait_for
 from support.llm import Scripted, grounded
 from support.service import Service
 
-SUBSCRIPTION = "AzZlGJVAb1cXy9F7"
 # What the fixture's customer carries that must never reach a model.
 PII = ("ana.silva@example.com", "Ana", "Silva", "12 Harbour St", "Lisbon", "+351912345678")
 OPENING = "We noticed a hiccup with your latest payment."
@@ -36,19 +35,8 @@ OPENING = "We noticed a hiccup with your latest payment."
 
 @pytest.fixture
 def cb() -> Iterator[ChargebeeHarness]:
-    from support.chargebee_api import FakeChargebeeAPI
-
-    with FakeChargebeeAPI() as api:
-        api.put(
-            "subscriptions",
-            {
-                "id": SUBSCRIPTION,
-                "object": "subscription",
-                "status": "active",
-                "customer_id": "16BjmHTWbLIJnFp7",
-            },
-        )
-        yield ChargebeeHarness(api)
+    with running_harness() as harness:
+        yield harness
 
 
 @pytest.fixture

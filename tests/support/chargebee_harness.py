@@ -4,10 +4,12 @@ the platform end-to-end tests and the governance tests)."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import copy
 import json
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -84,3 +86,25 @@ class ChargebeeHarness:
     def check_pay_request(self, req: Any, wf: str) -> None:
         assert req.header("chargebee-idempotency-key") == f"{wf}:pay:1"
         assert req.basic_user == self.api.api_key
+
+
+SUBSCRIPTION = "AzZlGJVAb1cXy9F7"  # the fixture invoice's subscription
+
+
+@contextlib.contextmanager
+def running_harness() -> Iterator[ChargebeeHarness]:
+    """FakeChargebeeAPI with the fixture's subscription, wrapped in a harness (governance and delivery
+    end-to-end tests)."""
+    from support.chargebee_api import FakeChargebeeAPI
+
+    with FakeChargebeeAPI() as api:
+        api.put(
+            "subscriptions",
+            {
+                "id": SUBSCRIPTION,
+                "object": "subscription",
+                "status": "active",
+                "customer_id": "16BjmHTWbLIJnFp7",
+            },
+        )
+        yield ChargebeeHarness(api)

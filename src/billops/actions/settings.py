@@ -8,6 +8,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from billops.governance.schema import hhmm
+
 OUTBOUND_EVENTS = ("recovery.escalated", "recovery.finished", "message.failed")
 
 
@@ -60,12 +62,7 @@ class Night(_Strict):
     start: str = "21:00"
     end: str = "08:00"
 
-    @field_validator("start", "end")
-    @classmethod
-    def _hhmm(cls, v: str) -> str:
-        if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", v):
-            raise ValueError(f"{v!r} is not a time HH:MM (00:00–23:59)")
-        return v
+    _hhmm = field_validator("start", "end")(classmethod(lambda cls, v: hhmm(v)))
 
     @model_validator(mode="after")
     def _not_empty(self) -> Night:

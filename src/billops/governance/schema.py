@@ -136,18 +136,20 @@ class RateLimits(_Strict):
     overall: RateLimit | None = None
 
 
+def hhmm(v: str) -> str:
+    """A local wall-clock time 'HH:MM' (quiet hours, the SMS night)."""
+    if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", v):
+        raise ValueError(f"{v!r} is not a time HH:MM (00:00–23:59)")
+    return v
+
+
 class QuietHours(_Strict):
     start: str = Field(default="21:00", description="Local time HH:MM when messages stop.")
     end: str = Field(default="08:00", description="Local time HH:MM when messages may go again.")
     channels: list[Literal["email", "sms"]] = Field(default_factory=lambda: ["sms"])  # type: ignore[arg-type]
     default_timezone: str = Field(default="UTC", description="For customers whose time zone is unknown.")
 
-    @field_validator("start", "end")
-    @classmethod
-    def _hhmm(cls, v: str) -> str:
-        if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", v):
-            raise ValueError(f"{v!r} is not a time HH:MM (00:00–23:59)")
-        return v
+    _hhmm = field_validator("start", "end")(classmethod(lambda cls, v: hhmm(v)))
 
     @field_validator("default_timezone")
     @classmethod

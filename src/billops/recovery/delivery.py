@@ -394,32 +394,20 @@ def send_webhook(
     if replay is not None:
         return replay
     endpoint = next((e for e in rt.settings.outbound_webhooks if e.name == endpoint_name), None)
-    base = {"event": event, "endpoint": endpoint_name}
-    if endpoint is None:
-        return _notified(
-            key, wf, "webhook", {**base, "status": "skipped", "why": "endpoint no longer configured"}
-        )
-    _mark_sending(
-        key, wf=wf, step=step or event, channel="webhook", platform=None, customer=None, recipient=None
-    )
-    msg_id = "msg_" + hashlib.sha256(key.encode()).hexdigest()[:32]
-    try:
-        receipt = deliver_webhook(
+
+    def send() -> Any:
+        assert endpoint is not None
+        return deliver_webhook(
             endpoint,
             event_type=event,
-            msg_id=msg_id,
+            msg_id="msg_" + hashlib.sha256(key.encode()).hexdigest()[:32],
             data=data,
             timeout=rt.settings.http_timeout_seconds,
             occurred_at=datetime.fromisoformat(occurred_at),
         )
-    except DeliveryError as exc:
-        if exc.retryable:
-            _note_error(key, exc)
-            raise
-        return _notified(
-            key, wf, "webhook", {**base, "status": "failed", "error": exc.message, "code": exc.code}
-        )
-    return _notified(key, wf, "webhook", {**base, "status": "sent", "provider_id": receipt.provider_id})
+
+    missing = "endpoint no longer configured" if endpoint is None else None
+    return _notify_once(key, wf, event, step, "webhook", endpoint_name, missing, send)
 
 
 @DBOS.step(
@@ -438,24 +426,32 @@ def send_slack(wf: str, event: str, step: str | None, text: str) -> dict[str, An
     replay = _replayed(key)
     if replay is not None:
         return replay
-    base = {"event": event, "endpoint": "slack"}
-    if rt.settings.slack_webhook_url is None:
-        return _notified(
-            key, wf, "slack", {**base, "status": "skipped", "why": "no Slack webhook configured"}
-        )
+    missing = "no Slack webhook configured" if rt.settings.slack_webhook_url is None else None
+    return _notify_once(
+        key, wf, event, step, "slack", "slack", missing, lambda: post_slack(rt.settings, text=text)
+    )
+
+
+def _notify_once(key: str, wf: str, event: str, step: str | None, channel: str, endpoint: str,
+                 missing: str | None, send: Callable[[], Any]) -> dict[str, Any]:  # fmt: skip
+    """One notification attempt: skipped when the receiver is not configured; else `sending`, the call,
+    and the final state. A retryable error raises (the step retries with backoff)."""
+    base = {"event": event, "endpoint": endpoint}
+    if missing is not None:
+        return _notified(key, wf, channel, {**base, "status": "skipped", "why": missing})
     _mark_sending(
-        key, wf=wf, step=step or event, channel="slack", platform=None, customer=None, recipient=None
+        key, wf=wf, step=step or event, channel=channel, platform=None, customer=None, recipient=None
     )
     try:
-        receipt = post_slack(rt.settings, text=text)
+        receipt = send()
     except DeliveryError as exc:
         if exc.retryable:
             _note_error(key, exc)
             raise
         return _notified(
-            key, wf, "slack", {**base, "status": "failed", "error": exc.message, "code": exc.code}
+            key, wf, channel, {**base, "status": "failed", "error": exc.message, "code": exc.code}
         )
-    return _notified(key, wf, "slack", {**base, "status": "sent", "provider_id": receipt.provider_id})
+    return _notified(key, wf, channel, {**base, "status": "sent", "provider_id": receipt.provider_id})
 
 
 @DBOS.step(name="notification_gave_up")
