@@ -108,6 +108,26 @@ def runtime_factory() -> Iterator[Callable[[Settings], Runtime]]:
     if started:
         _release_waiting_workflows()
         stop_runtime()
+        _fresh_event_loop()
+
+
+def _fresh_event_loop() -> None:
+    """Test-harness cleanup: a DBOS workflow run on this thread makes DBOS's thread pool the default
+    executor of the thread's event loop (pydantic-ai's run_sync reuses that loop). DBOS.destroy() shuts
+    the pool down, so a later test's model call on this thread would fail with "cannot schedule new
+    futures after shutdown". A real process launches DBOS once and never meets this."""
+    import asyncio
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            old = asyncio.get_event_loop()
+        except RuntimeError:
+            old = None
+    if old is not None and not old.is_running():
+        old.close()
+    asyncio.set_event_loop(asyncio.new_event_loop())
 
 
 def _release_waiting_workflows() -> None:
