@@ -108,6 +108,13 @@ def test_a_risky_offer_waits_for_a_human_in_auto_mode_then_edit_then_approve(
         json={"why": "x", "edits": {"retries": [past]}},
     )
     assert r.status_code == 422 and "in the past" in r.text
+    hand_link = {kinds[0]: {"body": "Update your card at https://pay.example.com/update"}}
+    r = svc.client.post(
+        f"/api/approvals/{item['id']}/approve",
+        headers=operator,
+        json={"why": "x", "edits": {"messages": hand_link}},
+    )
+    assert r.status_code == 422 and "links are not written by hand" in r.text
 
     soon = (datetime.now(UTC) + timedelta(seconds=4)).replace(microsecond=0)
     drop = [t for t in ("send_sms",) if any(a["type"] == t for a in d.plan["actions"])]

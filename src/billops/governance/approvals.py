@@ -7,6 +7,7 @@ plan back from the database, so it executes exactly what the human approved."""
 from __future__ import annotations
 
 import copy
+import re
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 from typing import Any
@@ -18,6 +19,9 @@ from billops.errors import BillopsError, Conflict, NotFound
 from billops.governance import audit
 from billops.runtime import Runtime
 from billops.store.models import Approval, Decision, FeedbackLabel
+
+# A hand-written link in an edited message (links come from the platform: {card_update_link}).
+_LINK = re.compile(r"https?://|\bwww\.", re.IGNORECASE)
 
 
 class MessageEdit(BaseModel):
@@ -246,6 +250,12 @@ def apply_edits(
             if kind not in kinds:
                 raise BillopsError(
                     f"no drafted message {kind!r} (drafted: {', '.join(sorted(kinds)) or 'none'})", 422
+                )
+            if _LINK.search(f"{m.subject or ''} {m.body}"):
+                raise BillopsError(
+                    f"message {kind}: links are not written by hand; put {{card_update_link}} where the "
+                    "customer should update the card (the platform's own link is filled in when it is sent)",
+                    422,
                 )
             for msg in messages:
                 if msg["kind"] == kind:
