@@ -20,7 +20,7 @@ from billops.app import create_app
 from billops.cli import app as cli
 from billops.drafting import llm
 from billops.drafting.schema import EmailDraft, SmsDraft
-from billops.store.models import AuditRecord, LlmUsage
+from billops.store.models import Approval, AuditRecord, LlmUsage
 from support.auth import auth_headers
 from support.channels import running_smtp
 from support.chargebee_harness import ChargebeeHarness, running_harness
@@ -49,10 +49,10 @@ def start(
 ) -> Iterator[Callable[..., Service]]:
     with running_smtp() as smtp:
 
-        def _start(fake: Scripted) -> Service:
+        def _start(fake: Scripted, mode: str = "assist") -> Service:
             llm.set_model(fake.model)
             policy_file = make_policy(
-                modes={"recovery": "assist"},
+                modes={"recovery": mode},
                 recovery={"model": "rules", "context_wait_seconds": 1},
                 drafting={"backend": {"recovery": "llm"}},
             )
@@ -158,3 +158,18 @@ def test_an_ungrounded_model_is_retried_once_then_replaced_by_the_template_and_r
     assert any("Your draft had these problems" in t for t in fake.texts)
     [first, _] = draft_records(svc, wf)
     assert first.actor_type == "system" and first.outcome["fallback"].startswith("grounding failed twice")
+
+
+def test_in_shadow_mode_the_models_drafts_are_recorded_and_nothing_is_sent(
+    cb: ChargebeeHarness, start: Callable[..., Service]
+) -> None:
+    fake = Scripted(friendlier)
+    svc = start(fake, "shadow")
+    wf = cb.post_failure(svc.client)
+    recs = wait_for(lambda: draft_records(svc, wf) if len(draft_records(svc, wf)) == 2 else None, timeout=60)
+    assert {r.outcome["backend"] for r in recs} == {"llm"}
+    d = svc.decision(wf)
+    assert d.status == "recorded" and all(m["record"]["backend"] == "llm" for m in d.plan["messages"])
+    assert svc.smtp.handler.messages == []  # type: ignore[attr-defined]
+    with svc.rt.db.reader() as s:
+        assert s.scalar(sa.select(sa.func.count()).select_from(Approval)) == 0

@@ -88,11 +88,10 @@ def recover(event: dict[str, Any], trace_id: str) -> dict[str, Any]:
         return {"status": "settled_before_decision"}
 
     decision = steps.decide_and_record(wf, event["event_id"], gathered["context"], trace_id)
-    if (decision["plan"].get("drafting") or {}).get("backend") == "llm":
-        # Before anyone sees or sends them: model calls are durable steps of this workflow.
-        decision = drafts.redraft(wf, decision)
     status = decision["status"]
     if status == "recorded":  # shadow
+        if _llm_drafts(decision):  # what the model would have written, recorded beside the decision
+            drafts.redraft(wf, decision)
         steps.finish(wf, platform, invoice_id, "recorded", {"mode": "shadow"})
         return {"status": "recorded", "route": decision["route"]}
 
@@ -105,6 +104,10 @@ def recover(event: dict[str, Any], trace_id: str) -> dict[str, Any]:
 def recovery_followup(decision: dict[str, Any]) -> dict[str, Any]:
     wf, platform, invoice_id = decision["workflow_id"], decision["platform"], decision["invoice_id"]
     rt = get_runtime()
+    if _llm_drafts(decision):
+        # Before anyone sees or sends them, here rather than in process_event so that model latency
+        # never holds an events-queue slot; the model calls are durable steps of this workflow.
+        decision = {**decision, **drafts.redraft(wf, decision)}
     if decision["status"] == "awaiting_approval":
         steps.request_approval(wf)
         if decision["route"] == "human_review":
@@ -119,6 +122,11 @@ def recovery_followup(decision: dict[str, Any]) -> dict[str, Any]:
                 "route": decision["route"],
             }
     return execute(decision)
+
+
+def _llm_drafts(decision: dict[str, Any]) -> bool:
+    d = decision["plan"].get("drafting") or {}
+    return d.get("backend") == "llm" and not d.get("stored")
 
 
 def execute(decision: dict[str, Any]) -> dict[str, Any]:
