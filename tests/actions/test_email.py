@@ -226,7 +226,43 @@ def test_silent_server_times_out_retryable(tmp_path: Path) -> None:
         settings = _settings(tmp_path, listener.getsockname()[1], smtp_timeout_seconds=0.3)
         with pytest.raises(DeliveryError) as err:
             _send(settings)
-    assert err.value.retryable and err.value.code in ("timeout", "connection")
+    assert err.value.retryable and err.value.code in ("timeout", "connection", "no-answer")
+
+
+def test_a_server_that_hangs_up_after_the_message_is_an_unknown_outcome(tmp_path: Path) -> None:
+    """The connection closes after the message's final dot, before the reply: the server may have queued
+    it. Retryable, with code `no-answer`, which the delivery step treats as "maybe sent"."""
+    import threading
+
+    got: list[bytes] = []
+
+    def serve(listener: socket.socket) -> None:
+        conn, _ = listener.accept()
+        with conn, conn.makefile("rwb") as f:
+            f.write(b"220 fake ESMTP\r\n")
+            f.flush()
+            while line := f.readline():
+                got.append(line)
+                if line.upper().startswith((b"EHLO", b"HELO")):
+                    f.write(b"250 fake\r\n")
+                elif line.upper().startswith(b"DATA"):
+                    f.write(b"354 go ahead\r\n")
+                elif line == b".\r\n":
+                    return  # hang up instead of "250 queued"
+                elif line.upper().startswith((b"MAIL", b"RCPT")):
+                    f.write(b"250 ok\r\n")
+                f.flush()
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        t = threading.Thread(target=serve, args=(listener,), daemon=True)
+        t.start()
+        with pytest.raises(DeliveryError) as err:
+            _send(_settings(tmp_path, listener.getsockname()[1]))
+        t.join(5)
+    assert err.value.retryable and err.value.code == "no-answer"
+    assert b".\r\n" in got  # the whole message was sent before the hang-up
 
 
 def test_bad_input_and_config(tmp_path: Path, smtp_plain: Smtp) -> None:

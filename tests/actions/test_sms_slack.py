@@ -48,7 +48,7 @@ def _sms_settings(tmp_path: Path, url: str, **kw: Any) -> Any:
     return make_settings(tmp_path, **{**base, **kw})
 
 
-def test_sms_sent_with_form_auth_and_idempotency(tmp_path: Path, http_server: Start) -> None:
+def test_sms_sent_with_form_auth_and_no_pretend_idempotency(tmp_path: Path, http_server: Start) -> None:
     srv = http_server(_twilio_created)
     receipt = send_sms(
         _sms_settings(tmp_path, srv.url), to=PHONE, body="Your payment failed.", idempotency_key=KEY
@@ -57,8 +57,9 @@ def test_sms_sent_with_form_auth_and_idempotency(tmp_path: Path, http_server: St
     assert req.method == "POST" and req.path == f"/2010-04-01/Accounts/{SID}/Messages.json"
     assert req.form == {"To": PHONE, "Body": "Your payment failed.", "MessagingServiceSid": MG}
     assert req.basic_credentials == (SID, TOKEN)
-    token = req.header("I-Twilio-Idempotency-Token")
-    assert token == hashed_key(KEY, 64) and "evt_1Sms" not in token
+    # Twilio's Messages API honours no idempotency key: none is sent, and the key never leaves the machine.
+    assert req.header("I-Twilio-Idempotency-Token") is None and req.header("Idempotency-Key") is None
+    assert KEY not in repr(req.headers) + req.body.decode() and hashed_key(KEY, 64) not in repr(req.headers)
     assert receipt.channel == "sms" and receipt.provider_id == "SM" + "1" * 32
     assert receipt.detail == {"status_code": 201, "status": "accepted"}
 
@@ -70,7 +71,7 @@ def test_sms_from_number_without_messaging_service(tmp_path: Path, http_server: 
     assert srv.requests[0].form == {"To": PHONE, "Body": "Hi", "From": "+15005550006"}
 
 
-def test_sms_5xx_then_success_same_idempotency_token(tmp_path: Path, http_server: Start) -> None:
+def test_sms_5xx_then_success_sends_the_same_request_again(tmp_path: Path, http_server: Start) -> None:
     srv = http_server(_twilio_created)
     srv.reply_with((500, '{"code": 20500, "message": "Internal Server Error"}', "application/json"))
     settings = _sms_settings(tmp_path, srv.url)
@@ -79,7 +80,7 @@ def test_sms_5xx_then_success_same_idempotency_token(tmp_path: Path, http_server
     assert err.value.retryable and err.value.channel == "sms" and err.value.code == "20500"
     send_sms(settings, to=PHONE, body="Hi", idempotency_key=KEY)  # the delivery step's retry
     assert [r.status for r in srv.requests] == [500, 201]
-    assert len({r.header("I-Twilio-Idempotency-Token") for r in srv.requests}) == 1
+    assert len({r.body for r in srv.requests}) == 1  # the same message; Twilio cannot tell it is a retry
 
 
 def test_sms_429_is_retryable(tmp_path: Path, http_server: Start) -> None:

@@ -27,6 +27,7 @@ from support.channels import running_smtp, scripted, twilio_created, twilio_erro
 from support.chargebee_harness import ChargebeeHarness, running_harness
 from support.helpers import wait_for
 from support.service import Service
+from support.twilio_api import FakeTwilioAPI
 
 PHONE = "+351912345678"
 EMAIL = "ana.silva@example.com"
@@ -219,7 +220,7 @@ def test_5xx_and_smtp_4xx_are_retried_with_backoff_and_sent_once(
     assert by["email"].status == "sent" and by["email"].attempts == 2
     reqs = servers["twilio"].requests
     assert [r.status for r in reqs] == [503, 500, 201]
-    assert len({r.header("i-twilio-idempotency-token") for r in reqs}) == 1, "one idempotency token per step"
+    assert len({r.body for r in reqs}) == 1, "the same message each attempt"
     assert len(servers["smtp"].handler.messages) == 1
     audit_ok(svc)
 
@@ -285,3 +286,87 @@ def test_an_escalation_reaches_the_helpdesk_and_slack_then_the_outcome_follows(
     ids = [h.header("webhook-id") for h in servers["tickets"].requests]
     assert len(ids) == len(set(ids)) == 2
     audit_ok(svc)
+
+
+class WorkerDied(BaseException):
+    """Stands for SIGKILL: raised after the provider accepted, before anything was committed."""
+
+
+def test_a_worker_killed_after_the_smtp_server_accepted_resends_with_the_same_message_id(
+    cb: ChargebeeHarness, servers: dict[str, Any], start: Callable[..., Service], monkeypatch: Any
+) -> None:
+    """At-least-once, honestly: SMTP cannot tell a resend from a new message, so the replay of a send
+    step whose worker died between the server's 250 and the commit sends the email again, with the same
+    Message-ID (receivers can dedupe on it), one `deliveries` row, one audit record, marked as a possible
+    duplicate. A replay after the commit sends nothing."""
+    svc = start("auto")
+    wf = cb.post_failure(svc.client, customer={"phone": PHONE})
+    settled(svc, wf, "email", "sms")
+    smtp = servers["smtp"].handler
+    sent_before = len(smtp.messages)
+    _, action = next((k, a) for k, a in _message_actions(svc.decision(wf)) if a["type"] == "send_email")
+    step = "7:send_email"  # another send of the same drafted message, as its own step
+
+    real = delivery._record_action
+    monkeypatch.setattr(delivery, "_record_action", lambda *a, **k: (_ for _ in ()).throw(WorkerDied()))
+    with pytest.raises(WorkerDied):
+        delivery.send_message(wf, step, action, None)
+    monkeypatch.setattr(delivery, "_record_action", real)
+    assert deliveries(svc, wf)[f"email:{step}"].status == "sending"  # nothing recorded the acceptance
+
+    again = delivery.send_message(wf, step, action, None)  # DBOS runs the unfinished step again
+    assert again["status"] == "sent" and again["possible_duplicate"] is True
+    replay = delivery.send_message(wf, step, action, None)  # a replay after the commit
+    assert replay["replayed"] is True and replay["possible_duplicate"] is True
+
+    copies = smtp.messages[sent_before:]
+    assert len(copies) == 2, "at-least-once: the copy accepted before the kill, and the resend"
+    ids = {m.message["Message-ID"] for m in copies}
+    assert len(ids) == 1 and ids == {again["provider_id"]}
+    assert ids.isdisjoint({m.message["Message-ID"] for m in smtp.messages[:sent_before]})  # per step
+    row = deliveries(svc, wf)[f"email:{step}"]
+    assert (row.status, row.attempts, row.provider_id) == ("sent", 2, again["provider_id"])
+    assert row.detail.get("possible_duplicate") is True
+    with svc.rt.db.reader() as s:
+        recs = list(
+            s.scalars(
+                sa.select(AuditRecord).where(
+                    AuditRecord.workflow_id == wf, AuditRecord.action == "action.send_email"
+                )
+            )
+        )
+    assert [r.outcome.get("possible_duplicate") for r in recs] == [None, True]  # the first step, this one
+    audit_ok(svc)
+
+
+def test_a_worker_killed_after_twilio_accepted_finds_the_sms_in_twilios_log(
+    cb: ChargebeeHarness, servers: dict[str, Any], start: Callable[..., Service], monkeypatch: Any
+) -> None:
+    """Twilio takes no idempotency key, so the replay of an SMS step whose worker died after Twilio's 201
+    reads Twilio's message log first: the message is there, it is recorded as sent, nothing is texted
+    again. (If the log cannot be read, it is sent: at least once.)"""
+    with FakeTwilioAPI(account_sid="AC0123456789abcdef0123456789abcdef") as twilio:
+        servers["twilio"] = twilio
+        svc = start("auto")
+        wf = cb.post_failure(svc.client, customer={"phone": PHONE})
+        settled(svc, wf, "email", "sms")
+        assert len(twilio.messages) == 1
+        _, action = next((k, a) for k, a in _message_actions(svc.decision(wf)) if a["type"] == "send_sms")
+        step = "8:send_sms"
+
+        real = delivery._record_action
+        monkeypatch.setattr(delivery, "_record_action", lambda *a, **k: (_ for _ in ()).throw(WorkerDied()))
+        with pytest.raises(WorkerDied):
+            delivery.send_message(wf, step, action, None)
+        monkeypatch.setattr(delivery, "_record_action", real)
+        assert len(twilio.messages) == 2  # Twilio took it; nothing recorded that
+
+        again = delivery.send_message(wf, step, action, None)
+        assert again["status"] == "sent" and again["found_in_provider_log"] is True
+        assert "possible_duplicate" not in again
+        assert again["provider_id"] == twilio.messages[-1]["sid"]
+        assert len(twilio.messages) == 2, "not texted again"
+        assert [r.method for r in twilio.requests[-2:]] == ["POST", "GET"]
+        row = deliveries(svc, wf)[f"sms:{step}"]
+        assert (row.status, row.attempts, row.provider_id) == ("sent", 2, twilio.messages[-1]["sid"])
+        audit_ok(svc)

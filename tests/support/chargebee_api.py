@@ -16,15 +16,21 @@ fixtures in tests/fixtures/chargebee), and records every request it receives.
 What it does like Chargebee:
 - HTTP Basic auth with the API key as user name (401 `api_authentication_failed` otherwise); `deny()`
   answers chosen paths with 403 `api_authorization_failed` (a key without the permission).
-- `chargebee-idempotency-key` on POST: the first answer (2xx or 4xx) is stored and a replay of the same key
-  on the same path gets it again with `chargebee-idempotency-replayed: true`, without writing twice.
+- `chargebee-idempotency-key` on POST, as Chargebee documents it: within the idempotency window (30 minutes
+  after the key was first used) a request with the same key and the same parameters on the same path gets
+  the first answer (2xx or 4xx; a 5xx is not kept) again with `chargebee-idempotency-replayed: true`,
+  without writing twice; after the window it is a new request. Chargebee does not document its answer to
+  the same key with other parameters: this fake answers 400 `invalid_request` (param
+  `chargebee-idempotency-key`). Keys belong to the site; the cache is tests.support.idempotency, on the
+  fake's `clock`.
 - Lists: `limit` (1..100), `offset`/`next_offset`, filters `field[is|is_not|in|not_in|starts_with]`,
   `sort_by[asc|desc]`; `GET /invoices/{id}/payments` lists the invoice's transactions, newest first.
 - Writes change the store: `collect_payment` creates a transaction and pays the invoice (or declines, see
   `decline_next_collect`), `stop_dunning`, comments, hosted pages, `subscriptions/{id}/pause`,
   `update_for_items` / `subscriptions/{id}` (coupon_ids), `promotional_credits/add`.
 - Failure injection: `fail_next` (any status, JSON or plain-text body, optionally only for matching
-  requests), `decline_next_collect` (a 402 payment error plus the failed transaction Chargebee records).
+  requests), `decline_next_collect` (a 402 payment error plus the failed transaction Chargebee records),
+  `lose_answer_next` (the request is handled, then the connection closes without an answer).
 
 It is not Chargebee: no taxes, proration, gateways or real dunning; coupons must be seeded (`add_coupon`).
 """
@@ -45,6 +51,14 @@ from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import unquote
 
+from support.idempotency import (
+    CHARGEBEE_TTL,
+    Conflict,
+    IdempotencyCache,
+    Proceed,
+    Replay,
+    form_fingerprint,
+)
 from support.loopback import LoopbackServer, RecordedRequest, read_request
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "chargebee"
@@ -156,7 +170,10 @@ class FakeChargebeeAPI(LoopbackServer):
         self._injected: list[_Injected] = []
         self._declines: list[_Decline] = []
         self._denied: list[tuple[str | None, re.Pattern[str]]] = []
-        self._idempotent: dict[tuple[str, str], tuple[int, bytes]] = {}
+        self._lose: list[tuple[str | None, re.Pattern[str] | None]] = []
+        self.idempotency = IdempotencyCache(
+            ttl_seconds=CHARGEBEE_TTL, endpoint_bound=False, clock=lambda: float(self.clock())
+        )
         self._ids = itertools.count(1)
         self._listen(host)
 
@@ -284,6 +301,22 @@ class FakeChargebeeAPI(LoopbackServer):
                     status,
                 )
             )
+
+    def lose_answer_next(self, *, method: str | None = None, path_pattern: str | None = None) -> None:
+        """Handle the next matching request (and keep its answer for its idempotency key), then close the
+        connection without answering: a timeout, or a worker killed mid-request."""
+        with self._lock:
+            self._lose.append(
+                (method.upper() if method else None, re.compile(path_pattern) if path_pattern else None)
+            )
+
+    def _lost(self, rec: RecordedRequest) -> bool:
+        with self._lock:
+            for m, rx in self._lose:
+                if (m is None or m == rec.method) and (rx is None or rx.search(rec.path)):
+                    self._lose.remove((m, rx))
+                    return True
+        return False
 
     def deny(self, path_pattern: str, *, method: str | None = None) -> None:
         """From now on answer matching requests with 403 api_authorization_failed (a key without this
@@ -748,16 +781,33 @@ class FakeChargebeeAPI(LoopbackServer):
                     )
                     return 403, json.dumps(err.body).encode(), json_type, {}
             key = rec.header(IDEMPOTENCY_HEADER) if rec.method == "POST" else None
-            if key is not None and (key, rec.path) in self._idempotent:
-                status, body = self._idempotent[(key, rec.path)]
-                return status, body, json_type, {"chargebee-idempotency-replayed": "true"}
+            verdict: Proceed | Replay | Conflict | None = None
+            if key is not None:
+                verdict = self.idempotency.begin(
+                    self.site, key, rec.method, rec.path, form_fingerprint(rec.body)
+                )
+                if isinstance(verdict, Replay):
+                    rec.replayed = True
+                    stored = verdict.stored
+                    return stored.status, stored.body, json_type, {"chargebee-idempotency-replayed": "true"}
+                if isinstance(verdict, Conflict):
+                    err = ApiError(
+                        400,
+                        "invalid_request",
+                        "The idempotency key was already used with different parameters",
+                        param=IDEMPOTENCY_HEADER,
+                    )
+                    return 400, json.dumps(err.body).encode(), json_type, {}
             try:
                 status, out = self._route(rec.method, rec.path, rec.params, rec.form)
                 body = json.dumps(out).encode()
             except ApiError as exc:
                 status, body = exc.status, json.dumps(exc.body).encode()
-            if key is not None and status < 500:
-                self._idempotent[(key, rec.path)] = (status, body)
+            if isinstance(verdict, Proceed):
+                if status < 500:
+                    self.idempotency.finish(verdict, status, (), body)
+                else:
+                    self.idempotency.forget(verdict)
             return status, body, json_type, {}
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
@@ -776,6 +826,9 @@ class FakeChargebeeAPI(LoopbackServer):
                 except Exception as exc:  # a bug in the fake: say so instead of hanging the client
                     status, ctype, extra = 500, "text/plain", {}
                     body = f"fake Chargebee crashed: {type(exc).__name__}: {exc}".encode()
+                if api._lost(rec):
+                    self.close_connection = True
+                    return
                 rec.status = status
                 self.send_response(status)
                 self.send_header("Content-Type", ctype)

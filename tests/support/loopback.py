@@ -36,6 +36,7 @@ class RecordedRequest:
     headers: dict[str, str]  # lower-cased names
     body: bytes
     status: int = 0  # what the server answered (0: none, e.g. the connection was dropped)
+    replayed: bool = False  # answered from the idempotency-key cache (nothing was executed)
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name.lower())

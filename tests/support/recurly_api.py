@@ -29,6 +29,10 @@ Like Recurly:
   answer a 5xx, apply it and drop the connection without answering, or drop it before applying.
 
 It is not Recurly: no taxes, proration, gateways or dunning schedule.
+
+No idempotency keys, like Recurly (its API documents none): an `Idempotency-Key` header is ignored and
+a write sent twice is applied twice. BillOps's own at-most-once ledger (platforms/ledger.py) is what keeps
+a replayed step from writing twice; tests/platforms/recurly/test_idempotency.py shows it.
 """
 
 from __future__ import annotations

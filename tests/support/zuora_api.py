@@ -19,8 +19,12 @@ like Zuora:
 - Configurable Payment Retry on the same server (HTTP Basic: e-mail + CPR token):
   `PUT /api/v1/payments/remove_invoice_from_retry_cycle/{invoice_id}`,
   `POST /api/v1/payments/submit_failed_payment`.
-- `Idempotency-Key` on POST: the first answer is stored; a replay of the same key and path gets it again
-  without writing twice.
+- `Idempotency-Key` on POST and PATCH, as Zuora documents it (developer.zuora.com, "Idempotent
+  requests"): the first answer, whatever its status, is saved for 24 hours and a request with the same key
+  gets it again without writing twice (Zuora does not compare the bodies); the same key on another URL
+  or method is 422, while the first request still runs 409. Keys belong to the tenant; other methods
+  ignore the header. The CPR API (`submit_failed_payment`) is treated the same way. The cache is
+  tests.support.idempotency (`idempotency`, with an injectable `clock`).
 - Failure injection: `fail_next(status, body, method=, path=, after=)`; with `after=True` the request is
   processed and only the answer is replaced (a payment made, then a 502).
 
@@ -41,12 +45,14 @@ import re
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
+from support.idempotency import ZUORA_TTL, Conflict, IdempotencyCache, Replay, json_fingerprint
 from support.loopback import LoopbackServer, RecordedRequest, read_request
 
 JSONDict = dict[str, Any]
@@ -100,6 +106,9 @@ class ApiError(Exception):
             body = {"success": False, "processId": "F00D1234", **body}
         self.body = body
 
+    def as_answer(self) -> tuple[int, Any]:
+        return self.status, self.body
+
 
 def _dumps(value: Any) -> bytes:
     def default(o: Any) -> Any:
@@ -134,7 +143,7 @@ class FakeZuoraAPI(LoopbackServer):
         self.submitted_payments: list[str] = []
         self.declines: dict[str, Decline] = {}  # payment method id -> how it declines
         self._injected: list[_Injected] = []
-        self._idempotent: dict[tuple[str, str], tuple[int, bytes]] = {}
+        self.idempotency = IdempotencyCache(ttl_seconds=ZUORA_TTL, compare_parameters=False)
         self._seq = itertools.count(1)
         self._lock = threading.RLock()
         self._listen(host)
@@ -445,16 +454,34 @@ class FakeZuoraAPI(LoopbackServer):
     # ---------------------------------------------------------------- v1 writes
 
     def _v1(self, req: RecordedRequest) -> tuple[int, Any]:
+        return self._idempotently(req, self._v1_route)
+
+    def _idempotently(
+        self, req: RecordedRequest, route: Callable[[RecordedRequest], tuple[int, Any]]
+    ) -> tuple[int, Any]:
+        """Run `route` once per `Idempotency-Key` (POST/PATCH), replaying the saved answer after that."""
         key = req.header("idempotency-key")
-        if key and req.method in ("POST", "PATCH") and (req.path, key) in self._idempotent:
-            status, raw = self._idempotent[(req.path, key)]
-            return status, json.loads(raw)
+        if not key or req.method not in ("POST", "PATCH"):
+            try:
+                return route(req)
+            except ApiError as exc:
+                return exc.status, exc.body
+        verdict = self.idempotency.begin("tenant", key, req.method, req.path, json_fingerprint(req.body))
+        if isinstance(verdict, Replay):
+            req.replayed = True
+            return verdict.stored.status, json.loads(verdict.stored.body)
+        if isinstance(verdict, Conflict):
+            if verdict.reason == "in_flight":
+                return ApiError(
+                    409, 90000080, "a request with this idempotency key is in progress"
+                ).as_answer()
+            msg = f"idempotency key {key} was used on {verdict.first_method} {verdict.first_path}"
+            return ApiError(422, 90000020, msg).as_answer()
         try:
-            status, payload = self._v1_route(req)
+            status, payload = route(req)
         except ApiError as exc:
             status, payload = exc.status, exc.body
-        if key and req.method in ("POST", "PATCH"):
-            self._idempotent[(req.path, key)] = (status, _dumps(payload))
+        self.idempotency.finish(verdict, status, (), _dumps(payload))
         return status, payload
 
     def _v1_route(self, req: RecordedRequest) -> tuple[int, Any]:
@@ -547,6 +574,13 @@ class FakeZuoraAPI(LoopbackServer):
 
     # ---------------------------------------------------------------- Configurable Payment Retry
 
+    def _submit_failed_payment(self, req: RecordedRequest) -> tuple[int, Any]:
+        pay = self.state.payments.get((req.json or {}).get("payment_id", ""))
+        if pay is None or pay["status"] != "Error":
+            return 200, {"success": False, "message": "Payment is not a failed payment"}
+        self.submitted_payments.append(pay["id"])
+        return 200, {"success": True, "message": "Payment entered into retry process"}
+
     def _retry_api(self, req: RecordedRequest) -> tuple[int, Any]:
         m = re.fullmatch(r"/api/v1/payments/remove_invoice_from_retry_cycle/([^/]+)", req.path)
         if m and req.method == "PUT":
@@ -556,15 +590,5 @@ class FakeZuoraAPI(LoopbackServer):
                 "message": "Payments with the following IDs have been removed from the retry cycle: []",
             }
         if req.method == "POST" and req.path == "/api/v1/payments/submit_failed_payment":
-            key = req.header("idempotency-key")
-            if key and (req.path, key) in self._idempotent:
-                return 200, json.loads(self._idempotent[(req.path, key)][1])
-            pay = self.state.payments.get((req.json or {}).get("payment_id", ""))
-            if pay is None or pay["status"] != "Error":
-                return 200, {"success": False, "message": "Payment is not a failed payment"}
-            self.submitted_payments.append(pay["id"])
-            answer = {"success": True, "message": "Payment entered into retry process"}
-            if key:
-                self._idempotent[(req.path, key)] = (200, _dumps(answer))
-            return 200, answer
+            return self._idempotently(req, self._submit_failed_payment)
         raise ApiError(404, 90000040, f"no such endpoint {req.method} {req.path}", success_field=False)

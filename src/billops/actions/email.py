@@ -260,6 +260,14 @@ def _delivery_error(exc: BaseException) -> DeliveryError:
             retryable=False,
             code="tls-verify",
         )
+    if isinstance(exc, smtplib.SMTPServerDisconnected):
+        return DeliveryError(
+            "email: the SMTP server closed the connection without an answer; it may have taken the "
+            "message [retryable]",
+            channel=CHANNEL,
+            retryable=True,
+            code="no-answer",
+        )
     if isinstance(exc, TimeoutError):
         return DeliveryError(
             "email: the SMTP server timed out [retryable]", channel=CHANNEL, retryable=True, code="timeout"
