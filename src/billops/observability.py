@@ -5,9 +5,12 @@ from __future__ import annotations
 import logging
 import sys
 import uuid
+from collections.abc import Callable, Iterator
 
 import structlog
-from prometheus_client import Counter, Histogram
+from prometheus_client import REGISTRY, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 WEBHOOKS = Counter(
     "billops_webhooks_total", "Webhook requests by platform and outcome", ["platform", "outcome"]
@@ -18,6 +21,34 @@ WEBHOOK_SECONDS = Histogram(
     ["platform"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
+
+
+
+class WorkflowCounts(Collector):
+    """`billops_workflows{status=…}`: durable workflows by DBOS status (lower case) plus `stuck`, read
+    from the database at scrape time through `source` (set by billops.ops.workflows, which caches the
+    answer for a few seconds). Database-wide: every worker reports the same numbers (use max, not sum)."""
+
+    def __init__(self) -> None:
+        self.source: Callable[[], dict[str, int] | None] | None = None
+
+    def describe(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily("billops_workflows", "Durable workflows by status", labels=["status"])
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            "billops_workflows",
+            "Durable workflows by status (stuck: pending/enqueued with no progress past the threshold)",
+            labels=["status"],
+        )
+        counts = self.source() if self.source is not None else None
+        for status, n in sorted((counts or {}).items()):
+            family.add_metric([status], n)
+        yield family
+
+
+WORKFLOW_COUNTS = WorkflowCounts()
+REGISTRY.register(WORKFLOW_COUNTS)
 
 
 def new_trace_id(traceparent: str | None = None) -> str:

@@ -88,10 +88,25 @@ class MessageFailed(_Data):
     attempts: int = Field(ge=1, description="Attempts made before giving up.")
 
 
+class WorkflowFailed(_Data):
+    """A durable workflow ended in ERROR (sent once per workflow by the watcher, billops/ops/watch.py)."""
+
+    workflow_id: str = Field(min_length=1, description="The failed workflow's id (whole, never cut).")
+    function: str = Field(description="The workflow function: process_event, recovery_followup, …")
+    status: Literal["ERROR", "MAX_RECOVERY_ATTEMPTS_EXCEEDED"]
+    error: str = Field(max_length=500, description="The error the workflow raised (type: message), cut.")
+    created_at: datetime | None = Field(description="When the workflow started.")
+    failed_at: datetime | None = Field(description="When it ended in error.")
+    decision_workflow_id: str | None = Field(description="The decision this workflow belongs to, if any.")
+    platform: str | None = Field(description="That decision's platform, if any.")
+    console_url: str | None = Field(description="The workflow's page in the console, when public_url is set.")
+
+
 EVENT_MODELS: dict[str, type[BaseModel]] = {
     "recovery.escalated": RecoveryEscalated,
     "recovery.finished": RecoveryFinished,
     "message.failed": MessageFailed,
+    "workflow.failed": WorkflowFailed,
 }
 assert tuple(EVENT_MODELS) == OUTBOUND_EVENTS, "actions/settings.py OUTBOUND_EVENTS and EVENT_MODELS differ"
 
@@ -182,6 +197,17 @@ def sample_data(event_type: str) -> dict[str, Any]:
             "error": "email: the server refused the recipient: SMTP 550 [permanent]",
             "code": "smtp-550",
             "attempts": 1,
+        },
+        "workflow.failed": {
+            "workflow_id": "stripe:evt_sample_0001:followup",
+            "function": "recovery_followup",
+            "status": "ERROR",
+            "error": "PlatformError: stripe: 500 Internal Server Error (sample)",
+            "created_at": "2025-03-01T12:00:00+00:00",
+            "failed_at": "2025-03-01T12:05:00+00:00",
+            "decision_workflow_id": "stripe:evt_sample_0001",
+            "platform": "stripe",
+            "console_url": None,
         },
     }
     if event_type not in samples:

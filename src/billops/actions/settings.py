@@ -10,7 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 
 from billops.governance.schema import hhmm
 
-OUTBOUND_EVENTS = ("recovery.escalated", "recovery.finished", "message.failed")
+OUTBOUND_EVENTS = ("recovery.escalated", "recovery.finished", "message.failed", "workflow.failed")
+OutboundEvent = Literal["recovery.escalated", "recovery.finished", "message.failed", "workflow.failed"]
 
 
 class OutboundWebhook(BaseModel):
@@ -21,7 +22,7 @@ class OutboundWebhook(BaseModel):
     name: str = Field(min_length=1, max_length=60, description="A label for logs and the audit log.")
     url: str
     secret: SecretStr = Field(description="Standard Webhooks secret: 'whsec_' + base64 of 24–64 bytes.")
-    events: list[Literal["recovery.escalated", "recovery.finished", "message.failed"]] = Field(
+    events: list[OutboundEvent] = Field(
         default_factory=lambda: list(OUTBOUND_EVENTS)  # type: ignore[arg-type]
     )
 

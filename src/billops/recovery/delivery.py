@@ -1,5 +1,5 @@
 """Delivering a recovery's messages and the team's notifications: durable steps with retries and
-backoff, one `deliveries` row per workflow step so that a resend never duplicates a message.
+backoff, one `deliveries` row per workflow step so that a replay never resends a recorded message.
 
 - `message_link` asks the platform for a fresh card-update link (Stripe billing portal session,
   Chargebee hosted page, …) just before the message goes, keyed `<wf>:<step>:link`. Links are never
@@ -12,11 +12,16 @@ backoff, one `deliveries` row per workflow step so that a resend never duplicate
 - `send_webhook` / `send_slack` do the same for outbound webhooks (Standard Webhooks signatures; the
   webhook-id is stable per step, so receivers can dedupe) and Slack alerts.
 
-Idempotency: before the first attempt a `sending` row is committed; once the provider accepts, the
-row becomes `sent` with the provider's id, and a replay that finds it returns it without sending. A
-crash in the instant between the provider's answer and that commit can repeat a message; the email's
-Message-ID and Twilio's idempotency token derive from the same key, so the repeat is recognisable as
-the same message. No message text or address is stored in `deliveries` (only a digest of the address).
+Delivery is at-least-once. Before each attempt a `sending` row is committed; once the provider accepts,
+the row becomes `sent` with the provider's id (in the same transaction as the decision and the audit
+record), and a replay that finds it returns it without sending. Neither SMTP nor Twilio's Messages API can
+deduplicate a request, so a worker that dies in the instant between the provider's acceptance and that
+commit (or a send that times out after the provider took it) makes the replay send the message again.
+Such a resend is recorded with `possible_duplicate: true`; an email keeps the Message-ID derived from the
+step's key (actions/email.py), so the receiving side can recognise the copy, and an outbound webhook keeps
+its webhook-id. An SMS is looked up in Twilio's message log first (`find_sent_sms`): one already there is
+recorded as sent, not sent again. The row stays one per step. No message text or address is stored in
+`deliveries` (only a digest of the address).
 """
 
 from __future__ import annotations
@@ -42,6 +47,8 @@ from billops.store.models import Approval, Decision, Delivery
 LINK_SLOT = "{card_update_link}"
 NO_LINK = "your account's billing page"
 FINAL = ("sent", "failed", "skipped")
+# What a final `deliveries` row keeps of a result (no text, no address).
+_DETAIL_KEYS = ("why", "code", "kind", "event", "endpoint", "possible_duplicate", "found_in_provider_log")
 
 
 def _retryable(exc: BaseException) -> bool:
@@ -67,8 +74,11 @@ def _replayed(key: str) -> dict[str, Any] | None:
 
 
 def _mark_sending(key: str, *, wf: str, step: str, channel: str, platform: str | None, customer: str | None,
-                  recipient: str | None) -> None:  # fmt: skip
-    """The `sending` row, committed before the provider is called (one more attempt each time)."""
+                  recipient: str | None) -> datetime | None:  # fmt: skip
+    """The `sending` row, committed before the provider is called (one more attempt each time). When an
+    earlier attempt ended without a known outcome (the worker died while sending, or the send timed out),
+    the provider may have accepted that one, and this attempt may deliver a second copy: then the time
+    the first attempt began, else None."""
     with get_runtime().db.session() as s:
         row = s.get(Delivery, key, with_for_update=True)
         if row is None:
@@ -85,15 +95,28 @@ def _mark_sending(key: str, *, wf: str, step: str, channel: str, platform: str |
                 detail={},
             )
             s.add(row)
+        last = dict(row.detail or {})
+        uncertain = (
+            row.status == "sending"
+            and (row.attempts or 0) >= 1
+            and (row.error is None or last.get("last_error_code") in ("timeout", "no-answer"))
+        )
         row.status = "sending"
         row.attempts = (row.attempts or 0) + 1
+        uncertain = uncertain or bool(last.get("uncertain_earlier_attempt"))  # once unknown, it stays so
+        row.error = None  # the error, if any, of this attempt (see _note_error)
+        row.detail = {"uncertain_earlier_attempt": True} if uncertain else {}
+        return row.created_at if uncertain else None
 
 
 def _note_error(key: str, exc: DeliveryError | PlatformError) -> None:
+    """A retryable failure of this attempt (the step retries): its message and code. A timeout leaves the
+    outcome unknown (the provider may have taken the message)."""
     with get_runtime().db.session() as s:
         row = s.get(Delivery, key, with_for_update=True)
         if row is not None:
             row.error = exc.message[:1000]
+            row.detail = {**(row.detail or {}), "last_error_code": exc.code}
 
 
 def _settle(key: str, status: str, result: dict[str, Any], *, wf: str, step: str, channel: str,
@@ -111,7 +134,7 @@ def _settle(key: str, status: str, result: dict[str, Any], *, wf: str, step: str
         row.status = status
         row.provider_id = result.get("provider_id")
         row.error = result.get("error")
-        row.detail = {k: v for k, v in result.items() if k in ("why", "code", "kind", "event", "endpoint")}
+        row.detail = {k: v for k, v in result.items() if k in _DETAIL_KEYS}
 
     return write
 
@@ -166,7 +189,7 @@ def send_message(wf: str, step: str, action: dict[str, Any], link: str | None) -
     """Send one drafted message to the customer (email or SMS). See the module docstring."""
     from billops.actions.base import channel_unavailable
     from billops.actions.email import send_email
-    from billops.actions.sms import is_opt_out_code, send_sms
+    from billops.actions.sms import find_sent_sms, is_opt_out_code, send_sms
 
     rt = get_runtime()
     settings, policy = rt.settings, rt.policy()
@@ -220,9 +243,15 @@ def send_message(wf: str, step: str, action: dict[str, Any], link: str | None) -
     subject = str(msg.get("subject") or "").replace(LINK_SLOT, link or NO_LINK)
     if channel == "sms" and "STOP" not in body:
         body = body.rstrip() + " Reply STOP to opt out."
-    _mark_sending(
+    unknown_since = _mark_sending(
         key, wf=wf, step=step, channel=channel, platform=platform, customer=customer_id, recipient=address
     )
+    found = None
+    if unknown_since is not None and channel == "sms":
+        try:  # Twilio takes no idempotency key: read its log before sending again
+            found = find_sent_sms(settings, to=address, body=body, since=unknown_since)
+        except DeliveryError:
+            found = None  # cannot tell: send (at least once)
     try:
         if channel == "email":
             receipt = send_email(
@@ -235,7 +264,7 @@ def send_message(wf: str, step: str, action: dict[str, Any], link: str | None) -
                 unsubscribe_mailto=policy.contact.unsubscribe_mailto,
             )
         else:
-            receipt = send_sms(settings, to=address, body=body, idempotency_key=key)
+            receipt = found or send_sms(settings, to=address, body=body, idempotency_key=key)
     except DeliveryError as exc:
         if exc.retryable:
             _note_error(key, exc)
@@ -260,6 +289,10 @@ def send_message(wf: str, step: str, action: dict[str, Any], link: str | None) -
         "provider_id": receipt.provider_id,
         "link": "platform" if link else "none",
     }
+    if found is not None:
+        result["found_in_provider_log"] = True  # the earlier attempt was delivered: not sent again
+    elif unknown_since is not None:  # an earlier attempt may have been delivered too (same Message-ID)
+        result["possible_duplicate"] = True
     sent = _settle(key, "sent", result, **record)
     _record_action(wf, step, f"action.{action['type']}", inputs, result, sent, versions)
     return result
@@ -303,6 +336,12 @@ def notification_plan(wf: str, event: str, step: str | None, detail: dict[str, A
 
     rt = get_runtime()
     settings = rt.settings
+    if event == "workflow.failed":  # from billops.ops.watch: about a workflow, not a decision; data = detail
+        text = f"Workflow {detail['workflow_id']} ({detail['function']}) failed: {detail['error'][:300]}"
+        return {"event": event, "occurred_at": datetime.now(UTC).isoformat(), "data": detail,
+                "endpoints": [e.name for e in endpoints_for(settings, event)],
+                "slack": f"{text}\nRetry: billops workflows resume {detail['workflow_id']}"
+                if settings.slack_webhook_url is not None else None}  # fmt: skip
     with rt.db.reader() as s:
         dec = s.get(Decision, wf)
         assert dec is not None
@@ -439,7 +478,7 @@ def _notify_once(key: str, wf: str, event: str, step: str | None, channel: str, 
     base = {"event": event, "endpoint": endpoint}
     if missing is not None:
         return _notified(key, wf, channel, {**base, "status": "skipped", "why": missing})
-    _mark_sending(
+    unknown_since = _mark_sending(
         key, wf=wf, step=step or event, channel=channel, platform=None, customer=None, recipient=None
     )
     try:
@@ -451,7 +490,10 @@ def _notify_once(key: str, wf: str, event: str, step: str | None, channel: str, 
         return _notified(
             key, wf, channel, {**base, "status": "failed", "error": exc.message, "code": exc.code}
         )
-    return _notified(key, wf, channel, {**base, "status": "sent", "provider_id": receipt.provider_id})
+    sent = {**base, "status": "sent", "provider_id": receipt.provider_id}
+    if unknown_since is not None:  # the receiver dedupes on the stable webhook-id
+        sent["possible_duplicate"] = True
+    return _notified(key, wf, channel, sent)
 
 
 @DBOS.step(name="notification_gave_up")

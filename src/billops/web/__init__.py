@@ -20,12 +20,13 @@ STATIC = Path(__file__).parent / "static"
 
 def mount_console(app: FastAPI) -> None:
     """Add the console's routes, static files and error pages to the app."""
-    from billops.web import views_admin, views_auth, views_ops
+    from billops.web import views_admin, views_auth, views_ops, views_workflows
 
     app.mount("/console/static", StaticFiles(directory=STATIC), name="console-static")
     app.include_router(views_auth.router)
     app.include_router(views_ops.router)
     app.include_router(views_admin.router)
+    app.include_router(views_workflows.router)
 
     @app.exception_handler(NeedLogin)
     async def _need_login(_: Request, exc: NeedLogin) -> Response:
