@@ -1,6 +1,7 @@
 """API access through the real app: bearer API tokens (missing, malformed, wrong, expired, revoked, user
-revoked → 401 with a challenge), roles (403 below the route's least role), /api/me, and the admin routes
-for users and tokens (audited with the calling admin's name, the plain token shown once)."""
+revoked → the same 401 "invalid or expired token" with a challenge, and no argon2 work), roles (403 below
+the route's least role), /api/me, and the admin routes for users and tokens (audited with the calling
+admin's name, the plain token shown once)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from billops.app import create_app
-from billops.governance import audit
+from billops.governance import audit, token_secrets
 from billops.store.models import ApiToken, AuditRecord, User
 from support.auth import bearer, make_user, token_for
 
@@ -48,35 +49,61 @@ def test_no_bearer_token_is_401_with_a_challenge(api: Api, header: str | None) -
     assert "needs an API token" in r.json()["detail"]
 
 
+def answer(r: Any) -> tuple[int, Any, str | None, str | None]:
+    return r.status_code, r.json(), r.headers.get("www-authenticate"), r.headers.get("retry-after")
+
+
 @pytest.mark.parametrize(
-    ("token", "message"),
-    [
-        ("nonsense", "malformed API token"),
-        ("bo_12_short", "malformed API token"),
-        ("bo_999999_" + "s" * 43, "unknown API token"),
-    ],
+    "token",
+    ["nonsense", "bo_12_short", "bo_999999_" + "s" * 43, "bo_0_" + "s" * 43, "bo_999999999999_" + "s" * 43],
 )
-def test_malformed_or_unknown_token_is_401(api: Api, token: str, message: str) -> None:
+def test_malformed_or_unknown_token_is_401(api: Api, token: str) -> None:
     r = api.get("/api/status", token)
-    assert r.status_code == 401 and message in r.json()["detail"]
+    assert r.status_code == 401 and r.json()["detail"] == "invalid or expired token"
     assert r.headers["www-authenticate"] == 'Bearer realm="billops", error="invalid_token"'
 
 
-def test_wrong_secret_is_401(api: Api) -> None:
+def test_no_token_error_tells_whether_a_token_exists_and_none_costs_argon2(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Unknown id, wrong secret on a real id, revoked, expired, user revoked: the same status, body and
+    headers, and not one argon2 check (the cost of each is a keyed hash: microseconds)."""
+    argon2: list[str] = []
+    real = token_secrets._verify_argon2
+
+    def counting(stored: str, secret: str) -> bool:
+        argon2.append(stored)
+        return real(stored, secret)
+
+    monkeypatch.setattr(token_secrets, "_verify_argon2", counting)
     good = token_for(api.rt, "admin")
-    tid = good.split("_")[1]
-    r = api.get("/api/me", f"bo_{tid}_" + "w" * 43)
-    assert r.status_code == 401 and r.json()["detail"] == "wrong API token"
-    assert api.get("/api/me", good).status_code == 200
-
-
-def test_expired_token_is_401(api: Api) -> None:
-    plain = token_for(api.rt, "viewer")
-    assert api.get("/api/status", plain).status_code == 200
-    with api.rt.db.session() as s:  # time passes: the token's expiry is now behind us
-        s.execute(sa.update(ApiToken).values(expires_at=datetime.now(UTC) - timedelta(seconds=1)))
-    r = api.get("/api/status", plain)
-    assert r.status_code == 401 and "expired at" in r.json()["detail"]
+    revoked, expired = token_for(api.rt, "viewer"), token_for(api.rt, "viewer")
+    orphan_user = make_user(api.rt, "viewer")
+    orphan = token_for(api.rt, "viewer", username=orphan_user)
+    tid = lambda plain: int(plain.split("_", 2)[1])  # noqa: E731
+    assert api.post(f"/api/tokens/{tid(revoked)}/revoke", good).status_code == 200
+    assert api.post(f"/api/users/{orphan_user}/revoke", good).status_code == 200
+    with api.rt.db.session() as s:  # time passes for one token: its expiry is now behind us
+        s.execute(
+            sa.update(ApiToken)
+            .where(ApiToken.id == tid(expired))
+            .values(expires_at=datetime.now(UTC) - timedelta(seconds=1))
+        )
+    cases = {
+        "unknown id": "bo_999999_" + "w" * 43,
+        "wrong secret on a real id": f"bo_{tid(good)}_" + "w" * 43,
+        "revoked": revoked,
+        "expired": expired,
+        "user revoked": orphan,
+        "id past any integer": "bo_9223372036854775808_" + "w" * 43,
+    }
+    answers = {why: answer(api.get("/api/me", plain)) for why, plain in cases.items()}
+    first = answers["unknown id"]
+    assert first[0] == 401 and first[1]["detail"] == "invalid or expired token", first
+    for why, got in answers.items():
+        assert got == first, why
+    assert argon2 == [], "no unauthenticated request may spend argon2"
+    assert api.get("/api/me", good).status_code == 200 and argon2 == []
 
 
 def test_me_and_last_use(api: Api) -> None:
@@ -86,7 +113,7 @@ def test_me_and_last_use(api: Api) -> None:
     plain = token_for(api.rt, "operator", username=make_user(api.rt, "operator", username="olga"))
     r = api.get("/api/me", plain)
     assert r.status_code == 200
-    tid = int(plain.split("_")[1])
+    tid = int(plain.split("_", 2)[1])
     assert r.json() == {"username": "olga", "role": "operator", "via": f"token:{tid}"}
     with api.rt.db.reader() as s:
         assert s.get(ApiToken, tid).last_used_at is not None
@@ -149,7 +176,7 @@ def test_admin_manages_users_and_tokens(api: Api) -> None:
 
     listed = api.get("/api/tokens", admin)
     assert listed.status_code == 200
-    assert plain.split("_")[2] not in listed.text and "token_hash" not in listed.text
+    assert plain.split("_", 2)[2] not in listed.text and "token_hash" not in listed.text
     mine = [t for t in listed.json() if t["id"] == issued["id"]]
     assert mine and mine[0]["name"] == "ci" and mine[0]["revoked_at"] is None
     assert [t["username"] for t in api.get("/api/tokens", admin, params={"username": "ci"}).json()] == ["ci"]
@@ -170,7 +197,7 @@ def test_admin_manages_users_and_tokens(api: Api) -> None:
     r = api.post("/api/users/pat/revoke", admin)
     assert r.status_code == 200 and r.json()["revoked_at"]
     r = api.get("/api/me", pat_token)
-    assert r.status_code == 401 and "revoked" in r.json()["detail"]
+    assert r.status_code == 401 and r.json()["detail"] == "invalid or expired token"
 
     with api.rt.db.reader() as s:
         rows = list(s.scalars(sa.select(AuditRecord).where(AuditRecord.actor == "root")))

@@ -75,7 +75,18 @@ def approval_status(svc: Service, appr_id: int) -> str:
         return str(s.get(Approval, appr_id).status)  # type: ignore[union-attr]
 
 
-def test_login_wrong_password_and_lockout(console: Service) -> None:
+def error_of(html: str) -> str:
+    m = re.search(r'<p class="error" role="alert">([^<]*)</p>', html)
+    assert m, "the page says what went wrong"
+    return m.group(1)
+
+
+def from_client(svc: Service, ip: str) -> TestClient:
+    """A browser at another address (the address the app sees is what logins are throttled by)."""
+    return TestClient(svc.client.app, follow_redirects=False, client=(ip, 40000))
+
+
+def test_login_wrong_password_and_backoff(console: Service) -> None:
     client = TestClient(console.client.app, follow_redirects=False)
     r = client.get("/console/approvals?status=all")
     assert (
@@ -83,17 +94,28 @@ def test_login_wrong_password_and_lockout(console: Service) -> None:
         and r.headers["location"] == "/console/login?next=%2Fconsole%2Fapprovals%3Fstatus%3Dall"
     )
     bad = login(client, "otto", "wrong-password-123")
-    assert bad.status_code == 401 and "wrong username or password" in bad.text
+    assert bad.status_code == 401 and error_of(bad.text) == "wrong username or password"
     unknown = login(client, "nobody", "wrong-password-123")
-    assert unknown.status_code == 401 and "wrong username or password" in unknown.text
+    assert unknown.status_code == 401 and error_of(unknown.text) == "wrong username or password"
     login(client, "otto", "wrong-password-123")
-    locked = login(client, "otto", "wrong-password-123")  # the third failure in a row locks
-    assert locked.status_code == 401
-    still = login(client, "otto")  # even the right password is refused while locked
-    assert still.status_code == 429 and "account is locked until" in still.text
+    third = login(client, "otto", "wrong-password-123")  # the third failure in a row from here backs off
+    assert third.status_code == 401
+    still = login(client, "otto")  # even the right password is refused during the back-off …
+    assert still.status_code == 429 and error_of(still.text) == "too many failed logins: try again in 1 s"
+    assert still.headers["retry-after"] == "1"
+    for _ in range(2):
+        login(client, "nobody", "wrong-password-123")
+    ghost = login(client, "nobody")  # … with the same answer as for a user that does not exist
+    assert (ghost.status_code, error_of(ghost.text), ghost.headers["retry-after"]) == (
+        429,
+        error_of(still.text),
+        "1",
+    )
     with console.rt.db.reader() as s:
-        actions = list(s.scalars(sa.select(AuditRecord.action).where(AuditRecord.subject == "user:otto")))
-        assert actions.count("auth.login_failed") == 2 and "auth.locked" in actions
+        q = sa.select(AuditRecord.action).where(
+            AuditRecord.subject == "user:otto", AuditRecord.action.like("auth.%")
+        )
+        assert list(s.scalars(q)) == ["auth.login_failed"]  # 3 failures, 1 sampled record
         assert s.scalar(sa.select(sa.func.count()).select_from(ConsoleSession)) == 0
     ok = login(client, "vera", next_url="/console/approvals?status=all")
     assert ok.status_code == 303 and ok.headers["location"] == "/console/approvals?status=all"
@@ -101,6 +123,51 @@ def test_login_wrong_password_and_lockout(console: Service) -> None:
     assert "billops_session=" in cookie and "HttpOnly" in cookie and "SameSite=lax" in cookie
     assert "Secure" not in cookie  # secure_cookies is off in this test
     assert client.get("/console/approvals?status=all").status_code == 200
+
+
+def test_an_outsider_cannot_lock_out_the_admin(console: Service) -> None:
+    attacker = from_client(console, "203.0.113.9")
+    statuses = [login(attacker, "ada", f"guess-{i:04d}-password").status_code for i in range(40)]
+    assert set(statuses) == {401, 429} and statuses.count(401) <= 4  # the rest answered before argon2
+    admin = from_client(console, "198.51.100.7")
+    assert login(admin, "ada").status_code == 303  # the real admin, from their own address, at once
+    with console.rt.db.reader() as s:
+        failed = s.scalar(
+            sa.select(sa.func.count())
+            .select_from(AuditRecord)
+            .where(AuditRecord.action == "auth.login_failed", AuditRecord.subject == "user:ada")
+        )
+    assert failed == 1  # 40 attempts, 1 audit record (with the count)
+
+
+@pytest.fixture
+def small_ceiling(
+    database_url: str, settings_factory: Any, runtime_factory: Any, make_policy: Callable[..., Any]
+) -> Service:
+    settings = settings_factory(
+        database_url, login_max_failures=3, login_client_max_failures=5, login_account_max_failures=6
+    )
+    rt = runtime_factory(settings)
+    with rt.db.session() as s:
+        create_user(s, "ada", "admin", PASSWORD, by="test")
+    return Service(TestClient(create_app(settings, manage_runtime=False), follow_redirects=False), rt)
+
+
+def test_a_distributed_attack_slows_new_browsers_but_not_the_one_she_logged_in_with(
+    small_ceiling: Service,
+) -> None:
+    laptop = from_client(small_ceiling, "198.51.100.7")
+    first = login(laptop, "ada")
+    assert first.status_code == 303 and "billops_device=" in first.headers["set-cookie"]
+    laptop.post("/console/logout", data={"csrf": session_csrf(laptop)})
+    for i in range(3):  # 3 addresses × 2 failures: under every per-address limit, up to the account's 6
+        bot = from_client(small_ceiling, f"192.0.2.{i + 1}")
+        for _ in range(2):
+            assert login(bot, "ada", "wrong-password-123").status_code == 401
+    phone = from_client(small_ceiling, "198.51.100.8")  # a new browser is slowed (seconds, not locked)
+    slowed = login(phone, "ada")
+    assert slowed.status_code == 429 and int(slowed.headers["retry-after"]) <= 30
+    assert login(laptop, "ada").status_code == 303  # the laptop carries its device cookie: not slowed
 
 
 def test_open_redirect_and_login_csrf(console: Service) -> None:

@@ -1,13 +1,15 @@
 """Users, API tokens and console sessions, with roles viewer < operator < admin.
 
-Secrets are stored only as argon2 hashes (argon2-cffi). An API token reads `bo_<id>_<secret>`: the id
-finds the row, the secret is verified against its hash. A verified token is remembered in memory (by
-the sha256 of the whole token) so each request does not pay argon2 again, but revocation, expiry and the
-user's role are read from the database on every request, so a revoked token stops at once.
+Passwords are stored as argon2id hashes; API token secrets as a keyed HMAC-SHA256 whose key is kept
+outside the database (governance/token_secrets.py). An API token reads `bo_<id>_<secret>`: the id finds
+the row, the secret is checked against its hash (microseconds), and revocation, expiry and the user's
+role are read from the database on every request, so a revoked token stops at once. Every way a token
+can fail answers the same "invalid or expired token" at the same cost.
 
-Console logins lock the account after `login_max_failures` wrong passwords in a row, for
-`login_lockout_minutes`. The answer never tells whether the username exists. Every change and every
-failed or locked login is in the audit log.
+Console logins back off per (account, client), per client and per account instead of locking
+(governance/login_throttle.py). Unknown users, wrong passwords, revoked and token-only users answer the
+same 401 at the cost of one argon2 check; a throttled attempt answers 429 before any password work, the
+same whether or not the user exists. Every change is in the audit log; failed logins are sampled.
 """
 
 from __future__ import annotations
@@ -21,12 +23,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 import sqlalchemy as sa
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from sqlalchemy.orm import Session
 
+from billops.config import Settings
 from billops.errors import BillopsError, Conflict, NotFound
-from billops.governance import audit
+from billops.governance import audit, login_throttle, token_secrets
+from billops.governance.login_throttle import Attempt, LoginLimits
 from billops.store.models import ApiToken, ConsoleSession, User
 
 Role = Literal["viewer", "operator", "admin"]
@@ -34,18 +36,23 @@ ROLES: tuple[Role, ...] = ("viewer", "operator", "admin")
 RANK = {r: i for i, r in enumerate(ROLES)}
 USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,99}$")
 MIN_PASSWORD = 12
+TOKEN = re.compile(r"bo_([1-9][0-9]{0,11})_([A-Za-z0-9_-]{20,100})")
+TOKEN_ID_MAX = 2_147_483_647  # an integer column on PostgreSQL: a larger id cannot exist (nor be queried)
+INVALID_TOKEN = "invalid or expired token"
+WRONG_LOGIN = "wrong username or password"
 
-_hasher = PasswordHasher()
-_DUMMY_HASH = _hasher.hash("not-a-real-password-" + secrets.token_hex(8))
-_verified: dict[str, int] = {}  # sha256(token) -> token id, for tokens whose argon2 check passed
-_verified_lock = threading.Lock()
+# Pre-0005 tokens verified with argon2, waiting to be re-stored keyed: token id -> (old hash, new hash).
+_rekey: dict[int, tuple[str, str]] = {}
+_rekey_lock = threading.Lock()
 
 
 class AuthError(BillopsError):
-    """Authentication failed (401) or the role is not enough (403)."""
+    """Authentication failed (401), the role is not enough (403) or logins are throttled (429, with
+    `retry_after` seconds)."""
 
-    def __init__(self, message: str, status: int = 401) -> None:
+    def __init__(self, message: str, status: int = 401, *, retry_after: int | None = None) -> None:
         super().__init__(message, status)
+        self.retry_after = retry_after
 
 
 @dataclass(frozen=True)
@@ -93,7 +100,7 @@ def create_user(s: Session, username: str, role: str, password: str | None, *, b
     user = User(
         username=username,
         role=role,
-        password_hash=_hasher.hash(password) if password is not None else None,
+        password_hash=token_secrets.hash_password(password) if password is not None else None,
         created_by=by,
     )
     s.add(user)
@@ -161,8 +168,9 @@ def revoke_user(s: Session, username: str, *, by: str) -> User:
 def set_password(s: Session, username: str, password: str, *, by: str) -> None:
     check_password(password)
     user = get_user(s, username)
-    user.password_hash = _hasher.hash(password)
+    user.password_hash = token_secrets.hash_password(password)
     user.failed_logins, user.locked_until = 0, None
+    login_throttle.forget_account(s, username)
     s.execute(sa.delete(ConsoleSession).where(ConsoleSession.user_id == user.id))
     audit.record(s, action="user.password_set", actor_type="human", actor=by, subject=f"user:{username}")
 
@@ -170,10 +178,31 @@ def set_password(s: Session, username: str, password: str, *, by: str) -> None:
 # ---------------------------------------------------------------- API tokens
 
 
+def _token_key(settings: Settings | None) -> token_secrets.TokenKey | None:
+    """The token key of `settings`, else of the running server's settings, else None."""
+    if settings is None:
+        from billops.runtime import get_runtime
+
+        try:
+            settings = get_runtime().settings
+        except RuntimeError:
+            return None
+    return token_secrets.token_key(settings)
+
+
 def issue_token(
-    s: Session, username: str, name: str, *, days: float, max_days: int, by: str
+    s: Session,
+    username: str,
+    name: str,
+    *,
+    days: float,
+    max_days: int,
+    by: str,
+    settings: Settings | None = None,
 ) -> tuple[ApiToken, str]:
-    """A new token for the user; the plain token is returned once and never stored."""
+    """A new token for the user; the plain token is returned once and never stored. Its secret is
+    stored keyed with the token key of `settings` (default: the running server's). Without any settings
+    it is stored argon2-hashed and re-stored keyed by the server at its first use."""
     if not 0 < days <= max_days:
         raise BillopsError(f"a token lives between a moment and {max_days} days, not {days}", 422)
     if not name or len(name) > 100:
@@ -182,11 +211,13 @@ def issue_token(
     if user.revoked_at is not None:
         raise Conflict(f"user {username!r} is revoked")
     secret = secrets.token_urlsafe(32)
-    tok = ApiToken(
-        user_id=user.id, name=name, token_hash=_hasher.hash(secret), expires_at=_now() + timedelta(days=days)
-    )
+    tok = ApiToken(user_id=user.id, name=name, token_hash="-", expires_at=_now() + timedelta(days=days))
     s.add(tok)
-    s.flush()
+    s.flush()  # the id is part of what the secret is hashed with
+    key = _token_key(settings)
+    tok.token_hash = (
+        token_secrets.keyed_hash(key, tok.id, secret) if key else token_secrets.hash_password(secret)
+    )
     audit.record(
         s,
         action="token.issued",
@@ -224,34 +255,39 @@ def list_tokens(s: Session, username: str | None = None) -> list[tuple[ApiToken,
     return [(t, u) for t, u in s.execute(q).all()]
 
 
-def authenticate_token(s: Session, token: str, *, now: datetime | None = None) -> Principal:
-    """Who a bearer token belongs to. Reads only (use a reader session); `touch_token` records use."""
+def authenticate_token(
+    s: Session, token: str, *, now: datetime | None = None, settings: Settings | None = None
+) -> Principal:
+    """Who a bearer token belongs to. Reads only (use a reader session); `touch_token` records use.
+
+    Malformed, unknown id, wrong secret, revoked, expired, user revoked: all raise the same
+    AuthError("invalid or expired token") after the same keyed-hash work (no argon2), so an outsider
+    learns nothing about which ids exist. Only a pre-0005 argon2 hash costs argon2 once; it is then
+    queued to be re-stored keyed by the next `touch_token` (`should_touch` says so)."""
     now = now or _now()
-    m = re.fullmatch(r"bo_(\d{1,12})_([A-Za-z0-9_-]{20,100})", token)
+    m = TOKEN.fullmatch(token)
     if m is None:
-        raise AuthError("malformed API token (expected bo_<id>_<secret>)")
-    tok = s.get(ApiToken, int(m.group(1)))
-    if tok is None:
-        raise AuthError("unknown API token")
-    fingerprint = hashlib.sha256(token.encode()).hexdigest()
-    with _verified_lock:
-        known = _verified.get(fingerprint) == tok.id
-    if not known:
-        try:
-            _hasher.verify(tok.token_hash, m.group(2))
-        except (VerifyMismatchError, VerificationError, InvalidHashError):
-            raise AuthError("wrong API token") from None
-        with _verified_lock:
-            if len(_verified) > 10_000:
-                _verified.clear()
-            _verified[fingerprint] = tok.id
-    if tok.revoked_at is not None:
-        raise AuthError(f"API token {tok.id} was revoked")
-    if tok.expires_at <= now:
-        raise AuthError(f"API token {tok.id} expired at {tok.expires_at.isoformat()}")
-    user = s.get(User, tok.user_id)
-    if user is None or user.revoked_at is not None:
-        raise AuthError("the token's user is revoked")
+        raise AuthError(INVALID_TOKEN)
+    token_id, secret = int(m.group(1)), m.group(2)
+    key = _token_key(settings) or token_secrets.TokenKey()
+    tok = s.get(ApiToken, token_id) if token_id <= TOKEN_ID_MAX else None
+    user = s.get(User, tok.user_id if tok is not None else 0)  # the same reads for an unknown id
+    live = (
+        tok is not None
+        and tok.revoked_at is None
+        and tok.expires_at > now
+        and user is not None
+        and user.revoked_at is None
+    )
+    stored = tok.token_hash if tok is not None else None
+    if stored is not None and token_secrets.is_legacy(stored) and not live:
+        stored = None  # never spend argon2 on a token that could not pass anyway
+    if not token_secrets.verify_token_secret(stored, key, token_id, secret) or not live:
+        raise AuthError(INVALID_TOKEN)
+    assert tok is not None and user is not None and stored is not None
+    if token_secrets.is_legacy(stored) and key.secret:
+        with _rekey_lock:
+            _rekey[token_id] = (stored, token_secrets.keyed_hash(key, token_id, secret))
     return Principal(
         user_id=user.id, username=user.username, role=check_role(user.role), via=f"token:{tok.id}"
     )
@@ -261,17 +297,33 @@ _touched: dict[int, datetime] = {}
 
 
 def should_touch(token_id: int, *, now: datetime | None = None) -> bool:
-    """True at most once a minute per token and process: when to record a token's use."""
+    """True at most once a minute per token and process (when to record a token's use), and whenever a
+    verified legacy hash waits to be re-stored keyed."""
     now = now or _now()
+    with _rekey_lock:
+        if token_id in _rekey:
+            return True
     last = _touched.get(token_id)
     if last is not None and now - last < timedelta(minutes=1):
         return False
+    if len(_touched) > 100_000:
+        _touched.clear()
     _touched[token_id] = now
     return True
 
 
 def touch_token(s: Session, token_id: int, *, now: datetime | None = None) -> None:
+    """Record the token's use; re-store a verified legacy argon2 hash keyed (only if unchanged)."""
     s.execute(sa.update(ApiToken).where(ApiToken.id == token_id).values(last_used_at=now or _now()))
+    with _rekey_lock:
+        pending = _rekey.pop(token_id, None)
+    if pending is not None:
+        old, new = pending
+        s.execute(
+            sa.update(ApiToken)
+            .where(ApiToken.id == token_id, ApiToken.token_hash == old)
+            .values(token_hash=new)
+        )
 
 
 # ---------------------------------------------------------------- console logins and sessions
@@ -282,54 +334,46 @@ def login(
     username: str,
     password: str,
     *,
-    max_failures: int,
-    lockout: timedelta,
+    client: str,
+    limits: LoginLimits,
+    device: str | None = None,
     now: datetime | None = None,
 ) -> User | AuthError:
-    """Check a console login. A failure is RETURNED (not raised) so the caller commits the failure count
-    and its audit record before answering; one message for every failure except a lockout."""
+    """Check a console login from `client` (login_throttle.client_of the address); `device` is the
+    nonce of a device cookie valid for this username. A failure is RETURNED (not raised) so the caller
+    commits the counts and their audit sample before answering.
+
+    Throttled: 429 "too many failed logins …" before any password work, the same for every username.
+    Otherwise one argon2 check whatever the user (unknown, token-only and revoked users check a dummy
+    or their own hash), and 401 "wrong username or password" for every failure."""
     now = now or _now()
+    # What no username can hold (NUL, lone surrogates) is replaced, so the lookup, the counts and the
+    # audit record store on PostgreSQL too; the replacement matches no real user.
+    username = username.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
+    attempt = Attempt(account=username, client=client, device=device)
+    until = login_throttle.blocked_until(s, attempt, limits, now)
+    if until is not None:
+        wait = login_throttle.retry_after_seconds(until, now)
+        return AuthError(f"too many failed logins: try again in {wait} s", 429, retry_after=wait)
     user = s.scalar(sa.select(User).where(User.username == username))
-    if user is None or user.password_hash is None or user.revoked_at is not None:
-        _verify(_DUMMY_HASH, password)  # same cost whether or not the user exists
-        audit.record(
-            s,
-            action="auth.login_failed",
-            actor=username[:200] or "?",
-            subject=f"user:{username[:100]}",
-            outcome={"why": "unknown, revoked or token-only user"},
-        )
-        return AuthError("wrong username or password")
-    if user.locked_until is not None and user.locked_until > now:
-        return AuthError(
-            f"too many failed logins: the account is locked until {user.locked_until:%Y-%m-%d %H:%M} UTC", 429
-        )
-    if not _verify(user.password_hash, password):
-        user.failed_logins += 1
-        locked = user.failed_logins >= max_failures
-        if locked:
-            user.locked_until = now + lockout
-            user.failed_logins = 0
-        audit.record(
-            s,
-            action="auth.locked" if locked else "auth.login_failed",
-            actor=username,
-            subject=f"user:{username}",
-            outcome={"locked_until": user.locked_until.isoformat()} if locked and user.locked_until else {},
-        )
-        return AuthError("wrong username or password")
+    stored = user.password_hash if user is not None else None
+    ok = token_secrets.verify_password(stored, password)
+    if not ok or user is None or user.revoked_at is not None:
+        login_throttle.record_failure(s, attempt, limits, now)
+        return AuthError(WRONG_LOGIN)
+    earlier = login_throttle.record_success(s, attempt)
     user.failed_logins, user.locked_until, user.last_login_at = 0, None, now
-    if _hasher.check_needs_rehash(user.password_hash):
-        user.password_hash = _hasher.hash(password)
-    audit.record(s, action="auth.login", actor_type="human", actor=username, subject=f"user:{username}")
+    if user.password_hash is not None and token_secrets.needs_rehash(user.password_hash):
+        user.password_hash = token_secrets.hash_password(password)
+    audit.record(
+        s,
+        action="auth.login",
+        actor_type="human",
+        actor=username,
+        subject=f"user:{username}",
+        outcome={"client": attempt.client, **({"failures_not_audited": earlier} if earlier else {})},
+    )
     return user
-
-
-def _verify(hash_: str, password: str) -> bool:
-    try:
-        return _hasher.verify(hash_, password)
-    except (VerifyMismatchError, VerificationError, InvalidHashError):
-        return False
 
 
 def session_hash(session_id: str) -> str:

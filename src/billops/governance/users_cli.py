@@ -139,7 +139,13 @@ def token(
     rt = cli_runtime()
     with rt.db.session() as s:
         tok, plain = users.issue_token(
-            s, username, name, days=days, max_days=rt.settings.token_max_days, by=actor()
+            s,
+            username,
+            name,
+            days=days,
+            max_days=rt.settings.token_max_days,
+            by=actor(),
+            settings=rt.settings,  # the token key (governance/token_secrets.py)
         )
     err.print(
         f"token {tok.id} ({name}) for {username}, expires {_when(tok.expires_at.isoformat())} UTC. "

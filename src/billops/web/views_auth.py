@@ -1,13 +1,24 @@
-"""Console login and logout."""
+"""Console login and logout.
+
+Logins are throttled per (account, client), per client and per account (governance/login_throttle.py);
+the client is the address the app sees (`request.client.host`: behind a reverse proxy, run uvicorn
+with `--forwarded-allow-ips` so that it is the caller's, not the proxy's). A successful login leaves a
+signed device cookie `billops_device` (username + random nonce, 180 days, path /console/login): the
+browser that carries it counts per (account, device) and is not slowed by the account's other clients.
+"""
 
 from __future__ import annotations
 
+import secrets
 from datetime import timedelta
 
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from itsdangerous import BadSignature, URLSafeTimedSerializer
 
+from billops.config import Settings
 from billops.governance import users
+from billops.governance.login_throttle import LoginLimits, client_of
 from billops.runtime import get_runtime
 from billops.web.render import render
 from billops.web.security import (
@@ -15,6 +26,7 @@ from billops.web.security import (
     Viewer,
     check_login_csrf,
     clear_session_cookie,
+    console_key,
     current_viewer,
     new_login_csrf,
     post_viewer,
@@ -24,15 +36,55 @@ from billops.web.security import (
 )
 
 router = APIRouter(prefix="/console", include_in_schema=False)
+DEVICE_COOKIE = "billops_device"
+DEVICE_MAX_AGE = int(timedelta(days=180).total_seconds())
+
+
+def _devices(settings: Settings) -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(console_key(settings), salt="billops-device")
+
+
+def device_nonce(request: Request, settings: Settings, username: str) -> str | None:
+    """The nonce of this browser's device cookie if it was issued for `username`, else None."""
+    raw = request.cookies.get(DEVICE_COOKIE)
+    if not raw:
+        return None
+    try:
+        value = _devices(settings).loads(raw, max_age=DEVICE_MAX_AGE)
+    except BadSignature:
+        return None
+    if isinstance(value, list) and len(value) == 2 and value[0] == username and isinstance(value[1], str):
+        return value[1]
+    return None
+
+
+def set_device_cookie(response: Response, settings: Settings, username: str, nonce: str | None) -> None:
+    value = _devices(settings).dumps([username, nonce or secrets.token_urlsafe(16)])
+    response.set_cookie(
+        DEVICE_COOKIE,
+        value,
+        max_age=DEVICE_MAX_AGE,
+        path="/console/login",
+        httponly=True,
+        samesite="lax",
+        secure=settings.secure_cookies,
+    )
 
 
 def _login_page(
-    request: Request, *, next_url: str, error: str | None = None, status: int = 200
+    request: Request,
+    *,
+    next_url: str,
+    error: str | None = None,
+    status: int = 200,
+    retry_after: int | None = None,
 ) -> HTMLResponse:
     settings = get_runtime().settings
     token, signed = new_login_csrf(settings)
     page = render(request, "login.html", status=status, next_url=next_url, error=error, csrf=token)
     set_login_csrf_cookie(page, settings, signed)
+    if retry_after is not None:
+        page.headers["Retry-After"] = str(retry_after)
     return page
 
 
@@ -63,13 +115,15 @@ def login(
     if not username or not password:
         return _login_page(request, next_url=next_url, error="Enter a username and a password.", status=422)
     st = rt.settings
+    device = device_nonce(request, st, username)
     with rt.db.session() as s:
         result = users.login(
             s,
             username,
             password,
-            max_failures=st.login_max_failures,
-            lockout=timedelta(minutes=st.login_lockout_minutes),
+            client=client_of(request.client.host if request.client else None),
+            device=device,
+            limits=LoginLimits.from_settings(st),
         )
         if isinstance(result, users.AuthError):
             error: users.AuthError | None = result
@@ -77,11 +131,18 @@ def login(
         else:
             error = None
             sid, _csrf = users.create_session(s, result, hours=st.session_hours)
-    # The failure count and its audit record are committed above, before this answer.
+    # The failure counts and their audit sample are committed above, before this answer.
     if error is not None:
-        return _login_page(request, next_url=next_url, error=error.message, status=error.status)
+        return _login_page(
+            request,
+            next_url=next_url,
+            error=error.message,
+            status=error.status,
+            retry_after=error.retry_after,
+        )
     resp = RedirectResponse(next_url, status_code=303)
     set_session_cookie(resp, st, sid)
+    set_device_cookie(resp, st, username, device)
     resp.delete_cookie(LOGIN_CSRF_COOKIE, path="/console")
     return resp
 
