@@ -23,6 +23,7 @@ from fastapi.testclient import TestClient
 from starlette.routing import Mount
 
 from billops.app import create_app
+from billops.governance.access import ApiRoute
 from billops.governance.users import RANK
 from billops.store.models import ContactOptOut, InboxEvent
 from support.auth import bearer, token_for
@@ -40,6 +41,7 @@ ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/docs/oauth2-redirect"): "public",
     ("GET", "/redoc"): "public",
     ("GET", "/healthz"): "public",
+    ("GET", "/readyz"): "public",
     ("GET", "/metrics"): "public",
     ("POST", "/webhooks/stripe/{endpoint}"): "webhook",
     ("POST", "/webhooks/chargebee/{endpoint}"): "webhook",
@@ -73,6 +75,9 @@ ROUTES: dict[tuple[str, str], str] = {
     ("POST", "/api/users/{username}/tokens"): "admin",
     ("GET", "/api/tokens"): "admin",
     ("POST", "/api/tokens/{token_id}/revoke"): "admin",
+    ("GET", "/api/workflows"): "viewer",
+    ("GET", "/api/workflows/{workflow_id}"): "viewer",
+    ("POST", "/api/workflows/{workflow_id}/resume"): "operator",
     ("MOUNT", "/console/static"): "console",
     ("GET", "/console/login"): "console",
     ("POST", "/console/login"): "console",
@@ -93,6 +98,9 @@ ROUTES: dict[tuple[str, str], str] = {
     ("POST", "/console/users/{username}/revoke"): "console",
     ("POST", "/console/tokens/issue"): "console",
     ("POST", "/console/tokens/{token_id}/revoke"): "console",
+    ("GET", "/console/workflows"): "console",
+    ("GET", "/console/workflows/{workflow_id}"): "console",
+    ("POST", "/console/workflows/{workflow_id}/resume"): "console",
 }
 
 # Values for path parameters and request bodies that pass validation where they can; an id that does not
@@ -177,6 +185,8 @@ def test_each_api_route_declares_its_least_role(app: Any) -> None:
         roles = required_roles(rc.dependant)
         if want in RANK:
             assert key[1].startswith("/api/"), key
+            # ApiRoute checks the token before FastAPI reads the body (governance/access.py).
+            assert isinstance(rc.original_route, ApiRoute), f"{key}: use APIRouter(route_class=ApiRoute)"
             assert roles, f"{key}: no require_role dependency"
             assert max(roles, key=RANK.__getitem__) == want, (key, roles)
         else:

@@ -10,15 +10,16 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, Depends, Path, Query
 
-from billops.governance.access import require_role
+from billops.errors import NotFound, error_responses
+from billops.governance.access import ApiRoute, require_role
 from billops.governance.control import controls
 from billops.governance.users import Principal
 from billops.runtime import get_runtime
 from billops.store.models import Decision, InboxEvent
 
-router = APIRouter(prefix="/api", tags=["api"])
+router = APIRouter(prefix="/api", tags=["api"], route_class=ApiRoute)
 viewer = require_role("viewer")
 
 
@@ -71,7 +72,9 @@ def decision_view(d: Decision) -> dict[str, Any]:
 
 @router.get("/decisions", summary="Recent decisions, newest first", dependencies=[Depends(viewer)])
 def decisions(
-    route: str | None = None, status: str | None = None, limit: int = Query(100, ge=1, le=5000)
+    route: str | None = Query(None, max_length=40, description="Only this route, e.g. `retry`."),
+    status: str | None = Query(None, max_length=40, description="Only this status, e.g. `approved`."),
+    limit: int = Query(100, ge=1, le=5000),
 ) -> list[dict[str, Any]]:
     with get_runtime().db.reader() as s:
         q = sa.select(Decision).order_by(Decision.created_at.desc()).limit(limit)
@@ -82,10 +85,17 @@ def decisions(
         return [decision_view(d) for d in s.scalars(q)]
 
 
-@router.get("/decisions/{workflow_id}", summary="One decision", dependencies=[Depends(viewer)])
-def decision(workflow_id: str) -> dict[str, Any]:
+@router.get(
+    "/decisions/{workflow_id}",
+    summary="One decision",
+    dependencies=[Depends(viewer)],
+    responses=error_responses(404),
+)
+def decision(
+    workflow_id: str = Path(max_length=300, description="`platform:event_id`, e.g. `stripe:evt_1`."),
+) -> dict[str, Any]:
     with get_runtime().db.reader() as s:
         d = s.get(Decision, workflow_id)
         if d is None:
-            raise HTTPException(404, f"no decision {workflow_id!r}")
+            raise NotFound(f"no decision {workflow_id!r}")
         return decision_view(d)

@@ -10,39 +10,43 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 
-from billops.errors import BillopsError
+from billops.errors import BillopsError, error_responses
 from billops.governance import contacts
-from billops.governance.access import require_role
+from billops.governance.access import ApiRoute, require_role
 from billops.governance.users import Principal
 from billops.runtime import get_runtime
 
-router = APIRouter(tags=["contacts"])
+router = APIRouter(tags=["contacts"])  # the public unsubscribe pages; `api` (below) is included in it
+api = APIRouter(prefix="/api", tags=["contacts"], route_class=ApiRoute)
 viewer, operator = require_role("viewer"), require_role("operator")
+Platform = Literal["stripe", "chargebee", "recurly", "zuora"]
 
 
 class OptOutBody(BaseModel):
-    platform: str = Field(min_length=1, max_length=20)
+    platform: Platform
     customer_id: str = Field(min_length=1, max_length=255)
     channel: Literal["all", "email", "sms"] = "all"
     why: str | None = Field(default=None, max_length=2000)
 
 
 class OptInBody(BaseModel):
-    platform: str = Field(min_length=1, max_length=20)
+    platform: Platform
     customer_id: str = Field(min_length=1, max_length=255)
     channel: Literal["all", "email", "sms"] = "all"
     why: str = Field(min_length=1, max_length=2000, description="Why contact is allowed again (audited).")
 
 
-@router.get("/api/optouts", summary="Customers who asked not to be contacted", dependencies=[Depends(viewer)])
+@api.get("/optouts", summary="Customers who asked not to be contacted", dependencies=[Depends(viewer)])
 def optouts(
-    platform: str | None = None, customer_id: str | None = None, limit: int = Query(500, ge=1, le=5000)
+    platform: Platform | None = None,
+    customer_id: str | None = Query(None, max_length=255),
+    limit: int = Query(500, ge=1, le=5000),
 ) -> list[dict[str, Any]]:
     with get_runtime().db.reader() as s:
         return contacts.list_optouts(s, platform=platform, customer_id=customer_id, limit=limit)
 
 
-@router.post("/api/optouts", summary="Stop contacting a customer on a channel (or all)")
+@api.post("/optouts", summary="Stop contacting a customer on a channel (or all)")
 def add_optout(body: OptOutBody, who: Principal = Depends(operator)) -> dict[str, Any]:
     with get_runtime().db.session() as s:
         added = contacts.add_optout(
@@ -56,7 +60,7 @@ def add_optout(body: OptOutBody, who: Principal = Depends(operator)) -> dict[str
     }
 
 
-@router.post("/api/optouts/remove", summary="Allow contact again (needs a reason)")
+@api.post("/optouts/remove", summary="Allow contact again (needs a reason)", responses=error_responses(404))
 def remove_optout(body: OptInBody, who: Principal = Depends(operator)) -> dict[str, Any]:
     with get_runtime().db.session() as s:
         contacts.remove_optout(
@@ -118,3 +122,6 @@ async def unsubscribe(token: str, request: Request) -> HTMLResponse:
         "You will not receive these reminders any more. Invoices and receipts from your billing "
         "provider are not affected.",
     )
+
+
+router.include_router(api)

@@ -9,22 +9,25 @@ Approvals waiting are the pending ones right now (not limited to the range), wit
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, date, datetime, time, timedelta
 from statistics import median
 from typing import Any
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, Depends, Query
 from sqlalchemy.orm import Session
 
-from billops.governance.access import require_role
+from billops.errors import BillopsError
+from billops.governance.access import ApiRoute, require_role
 from billops.runtime import get_runtime
 from billops.store.models import Approval, Decision, Delivery, LlmUsage
 
 MAX_DAYS = 366
+DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 DEFAULT_DAYS = 30
 
-router = APIRouter(prefix="/api", tags=["governance"])
+router = APIRouter(prefix="/api", tags=["governance"], route_class=ApiRoute)
 
 
 def _day_expr(s: Session) -> Any:
@@ -158,18 +161,27 @@ def parse_range(since: str | None, until: str | None, *, today: date | None = No
     wrong."""
     today = today or datetime.now(UTC).date()
     try:
-        end = date.fromisoformat(until) if until else today
+        end = _day(until) if until is not None else today
     except ValueError:
         raise ValueError(f"until={until!r} is not a date (use YYYY-MM-DD)") from None
     try:
-        start = date.fromisoformat(since) if since else end - timedelta(days=DEFAULT_DAYS - 1)
+        start = _day(since) if since is not None else end - timedelta(days=DEFAULT_DAYS - 1)
     except ValueError:
         raise ValueError(f"since={since!r} is not a date (use YYYY-MM-DD)") from None
     if start > end:
         raise ValueError(f"since ({start}) is after until ({end})")
+    if start < date(1970, 1, 1) or end > date(9998, 12, 31):
+        raise ValueError("dates go from 1970-01-01 to 9998-12-31")
     if (end - start).days + 1 > MAX_DAYS:
         raise ValueError(f"a range covers at most {MAX_DAYS} days, not {(end - start).days + 1}")
     return start, end
+
+
+def _day(text: str) -> date:
+    """A date written exactly YYYY-MM-DD (not the other ISO 8601 forms `date.fromisoformat` accepts)."""
+    if not DAY.fullmatch(text):
+        raise ValueError(text)
+    return date.fromisoformat(text)
 
 
 def range_bounds(start: date, end: date) -> tuple[datetime, datetime]:
@@ -182,10 +194,22 @@ def range_bounds(start: date, end: date) -> tuple[datetime, datetime]:
     summary="KPIs for a date range (UTC days, both included; default the last 30 days)",
     dependencies=[Depends(require_role("viewer"))],
 )
-def kpis(since: str | None = None, until: str | None = None) -> dict[str, Any]:
+def kpis(
+    since: str | None = Query(
+        None, max_length=10, description="First day, YYYY-MM-DD (UTC).", json_schema_extra={"format": "date"}
+    ),
+    until: str | None = Query(
+        None,
+        max_length=10,
+        description="Last day, YYYY-MM-DD (UTC); default today.",
+        json_schema_extra={"format": "date"},
+    ),
+) -> dict[str, Any]:
     try:
         start, end = parse_range(since, until)
     except ValueError as exc:
-        raise HTTPException(422, str(exc)) from None
+        raise BillopsError(str(exc), 422) from None
+    except OverflowError:
+        raise BillopsError("dates go from 1970-01-01 to 9998-12-31", 422) from None
     with get_runtime().db.reader() as s:
         return compute_kpis(s, *range_bounds(start, end))
