@@ -1,15 +1,13 @@
 """Hypothesis-mutated webhook payloads through every platform's real route, correctly authenticated:
-never a 500, and a rejected request leaves the inbox exactly as it was (nothing half-written).
+never a 5xx, and a rejected request leaves the inbox exactly as it was (nothing half-written).
 
 Each example takes one of our own valid fixtures and breaks it: a field deleted, or replaced by any
-JSON value (wrong types, nulls, huge numbers, nested junk)."""
+JSON value (wrong types, nulls, huge numbers, nested junk). The hostile classes (encodings, nesting,
+NUL, surrogates, ids out of bounds, forgeries) are in test_hostile_webhooks.py."""
 
 from __future__ import annotations
 
-import base64
 import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,16 +16,15 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from billops.app import create_app
+from billops.runtime import Runtime
 from billops.store.models import InboxEvent
 from support import fuzz
-from support.helpers import sign
 
-FIXTURES = Path(__file__).parents[1] / "fixtures"
-CB_CRED = "billops:fuzz-password-1234"
-ZUORA_CRED = "zuora:fuzz-password-1234"
-RECURLY_KEY = "recurly-fuzz-webhook-key-0001"
-OK = {200, 400, 401, 404, 413, 422, 503}
+# The server's own threads (DBOS, the workflows) use the `random` module while hypothesis draws; it
+# warns about that although the draws do not depend on it.
+pytestmark = pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisDeprecationWarning")
+
+OK = {200, 400, 401, 404, 413, 422}
 
 json_values = st.recursive(
     st.none()
@@ -41,8 +38,8 @@ json_values = st.recursive(
 
 
 @st.composite
-def mutated(draw: st.DrawFn, fixtures: list[dict[str, Any]]) -> dict[str, Any]:
-    doc = json.loads(json.dumps(draw(st.sampled_from(fixtures))))
+def mutated(draw: st.DrawFn, target: fuzz.Target) -> dict[str, Any]:
+    doc = fuzz.base_payload(target, f"mutated-{draw(st.integers(0, 10**9))}", pick=draw(st.integers(0, 9)))
     for _ in range(draw(st.integers(min_value=1, max_value=3))):
         candidates = fuzz.paths(doc)
         if not candidates:
@@ -53,82 +50,30 @@ def mutated(draw: st.DrawFn, fixtures: list[dict[str, Any]]) -> dict[str, Any]:
     return doc
 
 
-def load(platform: str) -> list[dict[str, Any]]:
-    return [json.loads(p.read_text()) for p in sorted((FIXTURES / platform).glob("*.json"))]
-
-
-@pytest.fixture
-def app(database_url: str, settings_factory: Any, runtime_factory: Any) -> Iterator[TestClient]:
-    from support.recurly_api import FakeRecurlyAPI
-
-    with FakeRecurlyAPI() as recurly:  # Recurly's thin envelopes are enriched through its API
-        recurly.seed_fixtures()
-        settings = settings_factory(
-            database_url,
-            chargebee_webhook_credentials={"default": [CB_CRED]},
-            zuora_webhook_endpoints={"default": {"basic": [ZUORA_CRED]}},
-            recurly_webhook_keys={"default": [RECURLY_KEY]},
-            recurly_api_key=recurly.api_key,
-            recurly_api_url=recurly.url,
-        )
-        rt = runtime_factory(settings)
-        with TestClient(create_app(settings, manage_runtime=False)) as c:
-            c.rt = rt  # type: ignore[attr-defined]
-            yield c
-
-
-def inbox_count(client: Any) -> int:
-    with client.rt.db.reader() as s:
+def inbox_count(rt: Runtime) -> int:
+    with rt.db.reader() as s:
         return s.scalar(sa.select(sa.func.count()).select_from(InboxEvent)) or 0
 
 
-def check(client: Any, url: str, body: bytes, headers: dict[str, str]) -> None:
-    before = inbox_count(client)
-    r = client.post(url, content=body, headers={"content-type": "application/json", **headers})
+FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("name", list(fuzz.TARGETS))
+@FUZZ
+@given(data=st.data())
+def test_mutated_payloads_never_5xx(
+    fuzz_client: TestClient, fuzz_runtime: Runtime, name: str, data: Any
+) -> None:
+    target = fuzz.TARGETS[name]
+    payload = data.draw(mutated(target))
+    body = json.dumps(payload).encode()
+    headers = fuzz.auth_headers(target, body, payload)
+    before = inbox_count(fuzz_runtime)
+    r = fuzz_client.post(target.url, content=body, headers={"content-type": "application/json", **headers})
     assert r.status_code in OK, (r.status_code, r.text, body[:300])
     if r.status_code != 200:
         assert r.json()["error"], "a rejection says why"
-        assert inbox_count(client) == before, "a rejected request stored something"
+        assert inbox_count(fuzz_runtime) == before, "a rejected request stored something"
     else:
-        assert inbox_count(client) <= before + 1
-
-
-FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-
-
-@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
-@FUZZ
-@given(payload=mutated(load("stripe")))
-def test_stripe_route_never_500s(app: TestClient, payload: dict[str, Any]) -> None:
-    body, header = sign(payload)
-    check(app, "/webhooks/stripe/default", body, {"stripe-signature": header})
-
-
-@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
-@FUZZ
-@given(payload=mutated(load("chargebee")))
-def test_chargebee_route_never_500s(app: TestClient, payload: dict[str, Any]) -> None:
-    auth = "Basic " + base64.b64encode(CB_CRED.encode()).decode()
-    check(app, "/webhooks/chargebee/default", json.dumps(payload).encode(), {"authorization": auth})
-
-
-@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
-@FUZZ
-@given(payload=mutated(load("zuora")))
-def test_zuora_route_never_500s(app: TestClient, payload: dict[str, Any]) -> None:
-    auth = "Basic " + base64.b64encode(ZUORA_CRED.encode()).decode()
-    check(app, "/webhooks/zuora/default", json.dumps(payload).encode(), {"authorization": auth})
-
-
-@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
-@FUZZ
-@given(payload=mutated(load("recurly/webhooks")))
-def test_recurly_route_never_500s(app: TestClient, payload: dict[str, Any]) -> None:
-    import hashlib
-    import hmac
-    import time
-
-    body = json.dumps(payload).encode()
-    ts = str(int(time.time()))
-    sig = hmac.new(RECURLY_KEY.encode(), ts.encode() + b"." + body, hashlib.sha256).hexdigest()
-    check(app, "/webhooks/recurly/default", body, {"recurly-signature": f"{ts},{sig}"})
+        assert inbox_count(fuzz_runtime) <= before + 1

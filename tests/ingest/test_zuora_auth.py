@@ -218,7 +218,33 @@ def test_hmac_over_merge_fields() -> None:
     err = rejected(
         settings(default=config), body(ts, payment={"amount": "1"}), {HEADER: sign(signed, algo="sha384")}
     )
-    assert (err.status, err.message) == (400, "the signed field 'payment.id' is missing from the body")
+    assert (err.status, err.message) == (401, "the signed field 'payment.id' is missing from the body")
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b"[" * 5000 + b"]" * 5000, "nests arrays and objects more than 64 levels deep"),
+        (b"{not json", "is not valid JSON"),
+        ('{"payment": {"id": "x"}}'.encode("utf-16"), "is not UTF-8"),
+    ],
+)
+def test_hmac_over_fields_cannot_authenticate_an_unreadable_body(raw: bytes, message: str) -> None:
+    """A template that signs body fields needs the body parsed before the signature can be checked:
+    an unreadable body is unauthenticated (401), whatever the header says, never a parse error first."""
+    config = {"hmac": {"secrets": [SECRET_NEW], "data_template": "{payment.id}|{timestamp}"}}
+    err = rejected(settings(default=config), raw, {HEADER: sign(b"anything")})
+    assert err.status == 401 and f"cannot check {HEADER}" in err.message and message in err.message
+
+
+def test_hmac_over_the_raw_body_is_checked_before_parsing() -> None:
+    """The default template signs the raw bytes: junk with a wrong signature is a 401 (not a parse
+    error), and a correctly signed body that is not JSON is a 400 (authenticated, then refused)."""
+    deep = b"[" * 5000 + b"]" * 5000
+    err = rejected(settings(default=HMAC), deep, {HEADER: sign(b"something else")})
+    assert err.status == 401 and "does not match" in err.message
+    err = rejected(settings(default=HMAC), deep, {HEADER: sign(deep)})
+    assert err.status == 400 and "nests arrays and objects more than 64 levels deep" in err.message
 
 
 def test_signed_data_template_literals() -> None:

@@ -3,6 +3,8 @@
 The inbox row and the DBOS queue entry are written together (DBOS's tables live in the same
 database), so an accepted event always has its workflow and a rejected one leaves nothing behind.
 A redelivery hits the (platform, event_id) unique key: it is counted and answered, nothing starts.
+An event of a type the platform's normalizer does not know is stored (`start=False`, answered
+"stored") and starts no workflow; its row keeps the workflow id it would have had.
 """
 
 from __future__ import annotations
@@ -21,9 +23,9 @@ from billops.store.models import InboxEvent
 
 @dataclass(frozen=True)
 class Accepted:
-    status: str  # "accepted" | "duplicate"
+    status: str  # "accepted" | "stored" (an unknown type: no workflow) | "duplicate"
     event_id: str
-    workflow_id: str
+    workflow_id: str | None
 
 
 def workflow_id_for(platform: str, event_id: str) -> str:
@@ -42,7 +44,11 @@ def redelivered(rt: Runtime, platform: str, event_id: str) -> Accepted | None:
     return _duplicate(rt, platform, event_id)
 
 
-def accept(rt: Runtime, *, event: CanonicalEvent, raw: bytes, endpoint: str, trace_id: str) -> Accepted:
+def accept(
+    rt: Runtime, *, event: CanonicalEvent, raw: bytes, endpoint: str, trace_id: str, start: bool = True
+) -> Accepted:
+    """Store `event` once; with `start`, enqueue its workflow in the same transaction. `raw` is the
+    body as received, already checked to be strict UTF-8 (billops.ingest.body)."""
     wf = workflow_id_for(event.platform, event.event_id)
     try:
         with rt.db.session() as s:
@@ -61,16 +67,19 @@ def accept(rt: Runtime, *, event: CanonicalEvent, raw: bytes, endpoint: str, tra
             )
             s.add(row)
             s.flush()
-            rt.dbos_client().enqueue_in_transaction(
-                s.connection(),
-                {
-                    "queue_name": EVENTS_QUEUE,
-                    "workflow_name": "process_event",
-                    "workflow_id": wf,
-                    "app_version": rt.settings.workflow_version,
-                },
-                row.id,
-            )
+            if start:
+                rt.dbos_client().enqueue_in_transaction(
+                    s.connection(),
+                    {
+                        "queue_name": EVENTS_QUEUE,
+                        "workflow_name": "process_event",
+                        "workflow_id": wf,
+                        "app_version": rt.settings.workflow_version,
+                    },
+                    row.id,
+                )
+        if not start:
+            return Accepted("stored", event.event_id, None)
         return Accepted("accepted", event.event_id, wf)
     except IntegrityError:
         return _duplicate(rt, event.platform, event.event_id)

@@ -10,11 +10,17 @@ Chargebee endpoint with `chargebee_refetch_events` trusts only the API's copy of
 redelivery of an event already stored is answered from the inbox without that read. When the read
 fails the answer is 503 (the platform retries later; nothing is stored), or 422 when the API says the
 object or event does not exist.
+
+Hostile input (docs/operations.md, "Hostile input"): the request is authenticated over the raw bytes
+before the body is parsed wherever the platform's scheme allows it; every body is parsed by one
+bounded parser (billops.ingest.body: size, depth, strict UTF-8, no NUL, no lone surrogate); every
+stored identifier is checked before the transaction (billops.ingest.limits); an event of a type the
+platform's normalizer does not know is stored but starts no workflow. Any unexpected error is
+answered (500, logged) rather than raised, so the keep-alive connection stays open.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,14 +31,26 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from billops.domain import CanonicalEvent, EventKind
-from billops.errors import BillopsError, PlatformError, WebhookRejected
+from billops.errors import BillopsError, ErrorBody, PlatformError, WebhookRejected, error_body
 from billops.ingest import chargebee as chargebee_auth
-from billops.ingest import inbox
+from billops.ingest import inbox, limits
 from billops.ingest import stripe as stripe_verify
+from billops.ingest.body import parse_json
 from billops.observability import WEBHOOK_SECONDS, WEBHOOKS, log, new_trace_id
 from billops.runtime import get_runtime
 
 router = APIRouter(tags=["webhooks"])
+_BODY_400 = (
+    "a body that is not acceptable JSON (not UTF-8, nested too deeply, a NUL character or a lone "
+    "surrogate, NaN) or an id or type out of bounds"
+)
+
+
+def _errors(descriptions: dict[int, str]) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI `responses` of a webhook route: each error status in the one error shape, plus the
+    500 answered (not raised) for an unexpected error."""
+    descriptions = {**descriptions, 500: "an unexpected error (logged with the trace id); nothing stored"}
+    return {status: {"model": ErrorBody, "description": text} for status, text in descriptions.items()}
 
 
 async def read_limited(request: Request, limit: int) -> bytes:
@@ -78,51 +96,55 @@ async def receive(
     platform: str,
     endpoint: str,
     request: Request,
-    verify: Callable[[bytes], None],
+    verify: Callable[[bytes], Any],
     normalize: Callable[[Any], CanonicalEvent | Fetch],
+    known: Callable[[str], bool],
     *,
     challenge: str | None = None,
 ) -> JSONResponse:
-    """The one path every platform's webhook takes: read (size-limited) → authenticate → parse →
-    normalize (and fetch, for `Fetch` events) → store once and enqueue → answer. Any rejection is a
-    4xx (or a 503 when a needed API read failed) with its reason; `challenge` is the
-    `WWW-Authenticate` value sent with a 401."""
+    """The one path every platform's webhook takes: read (size-limited) → authenticate → parse
+    (bounded) → normalize (and fetch, for `Fetch` events) → check the stored identifiers → store once
+    and enqueue (only for a type `known` to the platform's normalizer) → answer. `verify` returns the
+    parsed body when authentication had to parse it (else None). Any rejection is a 4xx (or a 503 when
+    a needed API read failed) with its reason; `challenge` is the `WWW-Authenticate` sent with a 401."""
     started = time.perf_counter()
     rt = get_runtime()
     trace_id = new_trace_id(request.headers.get("traceparent"))
     try:
         body = await read_limited(request, rt.settings.webhook_max_bytes)
-        verify(body)
-        try:
-            payload: Any = json.loads(body)
-        except ValueError as exc:
-            raise WebhookRejected(f"body is not valid JSON: {exc}", status=400) from exc
+        payload: Any = verify(body)
+        if payload is None:
+            payload = parse_json(body, max_depth=rt.settings.webhook_max_depth)
         normalized = normalize(payload)
+
+        async def store(event: CanonicalEvent) -> inbox.Accepted:
+            limits.check_event(event)
+            return await run_in_threadpool(
+                inbox.accept,
+                rt,
+                event=event,
+                raw=body,
+                endpoint=endpoint,
+                trace_id=trace_id,
+                start=known(event.event_type),
+            )
+
         if isinstance(normalized, Fetch):
+            limits.check_event_id(normalized.event_id)
             seen = await run_in_threadpool(inbox.redelivered, rt, platform, normalized.event_id)
             if seen is not None:
                 result = seen
             else:
-                event = await run_in_threadpool(fetched, platform, normalized.fetch)
-                result = await run_in_threadpool(
-                    inbox.accept, rt, event=event, raw=body, endpoint=endpoint, trace_id=trace_id
-                )
+                result = await store(await run_in_threadpool(fetched, platform, normalized.fetch))
         else:
-            result = await run_in_threadpool(
-                inbox.accept, rt, event=normalized, raw=body, endpoint=endpoint, trace_id=trace_id
-            )
+            result = await store(normalized)
     except BillopsError as exc:
-        WEBHOOKS.labels(platform, f"rejected_{exc.status}").inc()
-        log.warning(
-            "webhook rejected",
-            platform=platform,
-            endpoint=endpoint,
-            status=exc.status,
-            reason=exc.message,
-            trace_id=trace_id,
+        return _rejected(platform, endpoint, trace_id, exc.status, exc.message, challenge)
+    except Exception:  # a bug, not the caller's fault: answered (never raised), so the connection stays
+        log.exception("webhook failed", platform=platform, endpoint=endpoint, trace_id=trace_id)
+        return _rejected(
+            platform, endpoint, trace_id, 500, f"internal error, nothing stored (trace id {trace_id})", None
         )
-        headers = {"WWW-Authenticate": challenge} if exc.status == 401 and challenge else None
-        return JSONResponse({"error": exc.message}, status_code=exc.status, headers=headers)
     WEBHOOKS.labels(platform, result.status).inc()
     WEBHOOK_SECONDS.labels(platform).observe(time.perf_counter() - started)
     return JSONResponse(
@@ -135,18 +157,38 @@ async def receive(
     )
 
 
+def _rejected(
+    platform: str, endpoint: str, trace_id: str, status: int, message: str, challenge: str | None
+) -> JSONResponse:
+    """A rejection in the shape of every error answer (billops.errors.error_body); nothing was stored."""
+    WEBHOOKS.labels(platform, f"rejected_{status}").inc()
+    message = message.encode("utf-8", "backslashreplace").decode("utf-8")  # never a lone surrogate
+    log.warning(
+        "webhook rejected",
+        platform=platform,
+        endpoint=endpoint,
+        status=status,
+        reason=message,
+        trace_id=trace_id,
+    )
+    headers = {"WWW-Authenticate": challenge} if status == 401 and challenge else None
+    return JSONResponse(error_body(status, message), status_code=status, headers=headers)
+
+
 @router.post(
     "/webhooks/stripe/{endpoint}",
     summary="Receive a Stripe webhook",
-    responses={
-        400: {"description": "forged, stale, unsigned or malformed"},
-        404: {"description": "unknown endpoint"},
-        413: {"description": "too large"},
-        422: {"description": "not a Stripe event"},
-    },
+    responses=_errors(
+        {
+            400: "forged, stale or unsigned; " + _BODY_400,
+            404: "unknown endpoint",
+            413: "too large",
+            422: "not a Stripe event",
+        }
+    ),
 )
 async def stripe_webhook(endpoint: str, request: Request) -> JSONResponse:
-    from billops.platforms.stripe.normalize import normalize_event
+    from billops.platforms.stripe.normalize import EVENT_KINDS, normalize_event
 
     settings = get_runtime().settings
     header = request.headers.get("stripe-signature")
@@ -156,22 +198,26 @@ async def stripe_webhook(endpoint: str, request: Request) -> JSONResponse:
         request,
         lambda body: stripe_verify.verify(settings, endpoint, body, header),
         normalize_event,
+        EVENT_KINDS.__contains__,
     )
 
 
 @router.post(
     "/webhooks/chargebee/{endpoint}",
     summary="Receive a Chargebee webhook (HTTP Basic auth per endpoint)",
-    responses={
-        400: {"description": "malformed"},
-        401: {"description": "missing or wrong HTTP Basic credentials (with a WWW-Authenticate challenge)"},
-        404: {"description": "unknown endpoint"},
-        413: {"description": "too large"},
-        422: {"description": "not a Chargebee event"},
-    },
+    responses=_errors(
+        {
+            400: _BODY_400,
+            401: "missing or wrong HTTP Basic credentials (with a WWW-Authenticate challenge)",
+            404: "unknown endpoint",
+            413: "too large",
+            422: "not a Chargebee event",
+            503: "re-fetching the event failed or no API client is configured; nothing stored",
+        }
+    ),
 )
 async def chargebee_webhook(endpoint: str, request: Request) -> JSONResponse:
-    from billops.platforms.chargebee.normalize import normalize_event
+    from billops.platforms.chargebee.normalize import EVENT_KINDS, normalize_event
 
     rt = get_runtime()
     settings = rt.settings
@@ -196,6 +242,7 @@ async def chargebee_webhook(endpoint: str, request: Request) -> JSONResponse:
         request,
         lambda body: chargebee_auth.verify(settings, endpoint, header),
         normalize,
+        EVENT_KINDS.__contains__,
         challenge=chargebee_auth.CHALLENGE,
     )
 
@@ -203,17 +250,19 @@ async def chargebee_webhook(endpoint: str, request: Request) -> JSONResponse:
 @router.post(
     "/webhooks/recurly/{endpoint}",
     summary="Receive a Recurly JSON webhook (recurly-signature HMAC; the named object is fetched)",
-    responses={
-        400: {"description": "forged, stale, unsigned or malformed"},
-        404: {"description": "unknown endpoint"},
-        413: {"description": "too large"},
-        422: {"description": "not a Recurly event, or the object it names does not exist"},
-        503: {"description": "the Recurly API read failed (Recurly redelivers); nothing stored"},
-    },
+    responses=_errors(
+        {
+            400: "forged, stale or unsigned; " + _BODY_400,
+            404: "unknown endpoint",
+            413: "too large",
+            422: "not a Recurly event, or the object it names does not exist",
+            503: "the Recurly API read failed (Recurly redelivers); nothing stored",
+        }
+    ),
 )
 async def recurly_webhook(endpoint: str, request: Request) -> JSONResponse:
     from billops.ingest import recurly as recurly_verify
-    from billops.platforms.recurly.normalize import enrich, thin_event
+    from billops.platforms.recurly.normalize import EVENT_KINDS, enrich, thin_event
 
     rt = get_runtime()
     settings = rt.settings
@@ -236,23 +285,27 @@ async def recurly_webhook(endpoint: str, request: Request) -> JSONResponse:
         request,
         lambda body: recurly_verify.verify(settings, endpoint, body, header),
         normalize,
+        EVENT_KINDS.__contains__,  # "<object_type>.<event_type>", the canonical event_type
     )
 
 
 @router.post(
     "/webhooks/zuora/{endpoint}",
     summary="Receive a Zuora callout (HTTP Basic with a 401 challenge, or HMAC; see docs/platforms/zuora.md)",
-    responses={
-        400: {"description": "malformed"},
-        401: {"description": "missing or wrong credentials or signature (with a WWW-Authenticate challenge)"},
-        404: {"description": "unknown endpoint"},
-        413: {"description": "too large"},
-        422: {"description": "not a BillOps Zuora callout body"},
-    },
+    responses=_errors(
+        {
+            400: _BODY_400 + "; a signature that is not hex/base64",
+            401: "missing or wrong credentials or signature, or a body a field-signing HMAC cannot read "
+            "(with a WWW-Authenticate challenge for HTTP Basic)",
+            404: "unknown endpoint",
+            413: "too large",
+            422: "not a BillOps Zuora callout body",
+        }
+    ),
 )
 async def zuora_webhook(endpoint: str, request: Request) -> JSONResponse:
     from billops.ingest import zuora as zuora_auth
-    from billops.platforms.zuora.normalize import normalize_event
+    from billops.platforms.zuora.normalize import known_event_type, normalize_event
 
     rt = get_runtime()
     settings = rt.settings
@@ -275,6 +328,7 @@ async def zuora_webhook(endpoint: str, request: Request) -> JSONResponse:
         request,
         lambda body: zuora_auth.verify(settings, endpoint, body, headers),
         normalize,
+        known_event_type,
         challenge=zuora_auth.CHALLENGE,
     )
 

@@ -10,6 +10,7 @@ import stripe
 
 from billops.config import Settings
 from billops.errors import NotFound, WebhookRejected
+from billops.ingest.body import decode_utf8
 
 
 def verify(settings: Settings, endpoint: str, body: bytes, header: str | None) -> None:
@@ -18,10 +19,7 @@ def verify(settings: Settings, endpoint: str, body: bytes, header: str | None) -
         raise NotFound(f"no Stripe webhook endpoint {endpoint!r} is configured")
     if not header:
         raise WebhookRejected("missing Stripe-Signature header", status=400)
-    try:
-        payload = body.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise WebhookRejected("body is not UTF-8", status=400) from exc
+    payload = decode_utf8(body)  # the SDK signs text; Stripe sends UTF-8 (without a BOM)
     tolerance = settings.webhook_tolerance_seconds
     errors: list[str] = []
     for secret in secrets:

@@ -10,10 +10,14 @@ signature). BillOps checks what the endpoint configures, and both when both are 
 - HMAC: the signed data is rebuilt from `data_template` (`{body}` = the raw body, `{field}` /
   `{object.field}` = a field of the JSON body), signed with each configured secret and compared in
   constant time with the configured header (after its `prefix`). Missing or forged -> 401.
+  With the default template (`{body}`) the signature is checked over the raw bytes before anything
+  is parsed. A template that signs body fields needs the body parsed first: it is parsed with the
+  bounded parser (billops.ingest.body), and a body that cannot be parsed, or lacks a signed field,
+  cannot be authenticated -> 401.
   The body's timestamp field (Unix seconds, Unix milliseconds or ISO 8601) must be within
   `settings.webhook_tolerance_seconds` of now -> else 401 (stale or from the future).
-- A body or header that cannot be read at all (not UTF-8 / JSON where fields are needed, an
-  unparseable timestamp, a signature that is not hex/base64) -> 400.
+- An authenticated body that cannot be read (not UTF-8, not JSON, nested too deeply; an unreadable
+  timestamp) -> 400; a signature that is not hex/base64 -> 400.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from typing import Any
 from billops.config import Settings, ZuoraHmac
 from billops.errors import BillopsError, NotFound, WebhookRejected
 from billops.ingest.basic_auth import check_basic
+from billops.ingest.body import parse_json
 from billops.platforms.zuora.normalize import parse_time
 
 CHALLENGE = 'Basic realm="billops-zuora", charset="UTF-8"'
@@ -38,15 +43,19 @@ _DIGESTS = {"sha1": hashlib.sha1, "sha224": hashlib.sha224, "sha256": hashlib.sh
             "sha384": hashlib.sha384, "sha512": hashlib.sha512}  # fmt: skip
 
 
-def verify(settings: Settings, endpoint: str, body: bytes, headers: Mapping[str, str]) -> None:
-    """Authenticate one callout request, or raise `NotFound` / `WebhookRejected` saying what is wrong."""
+def verify(settings: Settings, endpoint: str, body: bytes, headers: Mapping[str, str]) -> Any:
+    """Authenticate one callout request, or raise `NotFound` / `WebhookRejected` saying what is wrong.
+    Returns the parsed body when the HMAC check had to parse it (so it is parsed once), else None."""
     config = settings.zuora_webhook_endpoints.get(endpoint)
     if config is None:
         raise NotFound(f"no Zuora callout endpoint {endpoint!r} is configured")
     if config.basic:
         check_basic([c.get_secret_value() for c in config.basic], _header(headers, "authorization"))
     if config.hmac is not None:
-        _check_hmac(config.hmac, body, headers, settings.webhook_tolerance_seconds)
+        return _check_hmac(
+            config.hmac, body, headers, settings.webhook_tolerance_seconds, settings.webhook_max_depth
+        )
+    return None
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:
@@ -63,7 +72,9 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
 # ------------------------------------------------------------------ HMAC
 
 
-def _check_hmac(config: ZuoraHmac, body: bytes, headers: Mapping[str, str], tolerance: int) -> None:
+def _check_hmac(
+    config: ZuoraHmac, body: bytes, headers: Mapping[str, str], tolerance: int, max_depth: int
+) -> Any:
     raw = _header(headers, config.header)
     if raw is None or not raw.strip():
         raise WebhookRejected(f"missing {config.header} header (HMAC signature)", status=401)
@@ -73,7 +84,15 @@ def _check_hmac(config: ZuoraHmac, body: bytes, headers: Mapping[str, str], tole
             f"{config.header} does not start with the configured prefix {config.prefix!r}", status=401
         )
     given = _decode_signature(value[len(config.prefix) :].strip(), config)
-    payload = _json_body(body) if _needs_json(config) else None
+    payload: Any = None
+    if _signs_fields(config):  # the signed data is read from the body: parse it (bounded) first
+        try:
+            payload = parse_json(body, max_depth=max_depth)
+        except WebhookRejected as exc:
+            raise WebhookRejected(
+                f"cannot check {config.header}: it signs fields of the JSON body, and the {exc.message}",
+                status=401,
+            ) from None
     signed = render_signed_data(config.data_template, body, payload)
     digest = _DIGESTS[config.algorithm]
     ok = False
@@ -85,7 +104,10 @@ def _check_hmac(config: ZuoraHmac, body: bytes, headers: Mapping[str, str], tole
             f"{config.header} does not match any configured HMAC secret for this endpoint", status=401
         )
     if config.timestamp_field:
+        if payload is None:  # authenticated over the raw bytes: now the body may be parsed
+            payload = parse_json(body, max_depth=max_depth)
         _check_fresh(payload, config.timestamp_field, tolerance)
+    return payload
 
 
 def _decode_signature(text: str, config: ZuoraHmac) -> bytes:
@@ -101,17 +123,8 @@ def _decode_signature(text: str, config: ZuoraHmac) -> bytes:
     return sig
 
 
-def _needs_json(config: ZuoraHmac) -> bool:
-    return bool(config.timestamp_field) or any(name != "body" for name, _ in _tokens(config.data_template))
-
-
-def _json_body(body: bytes) -> Any:
-    try:
-        return json.loads(body.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise WebhookRejected("body is not UTF-8", status=400) from exc
-    except ValueError as exc:
-        raise WebhookRejected(f"body is not valid JSON: {exc}", status=400) from exc
+def _signs_fields(config: ZuoraHmac) -> bool:
+    return any(name not in ("", "body") for name, _ in _tokens(config.data_template))
 
 
 def _tokens(template: str) -> list[tuple[str, str]]:
@@ -160,8 +173,8 @@ def render_signed_data(template: str, body: bytes, payload: Any) -> bytes:
             parts.append(body)
         else:
             value = _field(payload, name)
-            if value is None:
-                raise WebhookRejected(f"the signed field {name!r} is missing from the body", status=400)
+            if value is None:  # the signature cannot be checked: not authenticated
+                raise WebhookRejected(f"the signed field {name!r} is missing from the body", status=401)
             text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
             parts.append(text.encode("utf-8"))
     return b"".join(parts)

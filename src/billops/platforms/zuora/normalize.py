@@ -545,6 +545,11 @@ EVENT_TYPES: dict[str, EventType] = {
 }
 
 
+def known_event_type(event_type: str) -> bool:
+    """Whether BillOps acts on callouts of this event type (any spelling of the names above)."""
+    return _word(event_type) in EVENT_TYPES
+
+
 def _present(r: Reader | None) -> Reader | None:
     """An object whose id merge field rendered empty (e.g. no payment method) is absent."""
     return r if r is not None and _text(r, "id") is not None else None
