@@ -123,10 +123,10 @@ def test_bodies_that_are_not_json_are_400_and_bad_strings_422(api: Any) -> None:
     url = "/api/controls/pause-all"
     for raw, says in [
         (b"{bad", "not valid JSON"),
-        (b'{"why": NaN}', "NaN is not a JSON value"),
+        (b'{"why": NaN}', "NaN is not a JSON number"),
         ('{"why": "ok"}'.encode("utf-16"), "not UTF-8"),
-        (b"[" * 5000 + b"]" * 5000, "nested deeper than 32"),
-        (b'{"why": ' + b'{"a": ' * 40 + b"1" + b"}" * 40 + b"}", "nested deeper than 32"),
+        (b"[" * 5000 + b"]" * 5000, "more than 32 levels deep"),
+        (b'{"why": ' + b'{"a": ' * 40 + b"1" + b"}" * 40 + b"}", "more than 32 levels deep"),
     ]:
         body = error_of(api.post(url, content=raw, headers=json_ct), 400)
         assert says in body["error"] and body["code"] == "bad_request"

@@ -14,7 +14,6 @@ possible error answers (docs/access.md, "Errors") are added to its OpenAPI entry
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
@@ -24,6 +23,7 @@ from fastapi.routing import APIRoute
 from fastapi.security import HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
+from billops import jsontext
 from billops.errors import error_responses
 from billops.governance.users import (
     RANK,
@@ -132,21 +132,9 @@ async def read_strict_json_body(request: Request) -> None:
     ):
         return  # not JSON: FastAPI's validation answers 422
     try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise _bad_request(f"the request body is not UTF-8 (byte {exc.start})") from None
-
-    def no_constant(name: str) -> Any:
-        raise _bad_request(f"the request body is not valid JSON: {name} is not a JSON value")
-
-    try:
-        value = json.loads(text, parse_constant=no_constant)
-    except json.JSONDecodeError as exc:
-        raise _bad_request(
-            f"the request body is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
-        ) from None
-    except RecursionError:
-        raise _bad_request(f"the request body is nested deeper than {MAX_JSON_DEPTH} levels") from None
+        value = jsontext.loads(raw, max_depth=MAX_JSON_DEPTH)
+    except jsontext.JsonRefused as exc:
+        raise _bad_request(f"the request body {exc.reason}") from None
     problems = list(_bad_strings(value))
     if problems:
         raise RequestValidationError(problems)
@@ -155,26 +143,21 @@ async def read_strict_json_body(request: Request) -> None:
 
 def _bad_strings(value: Any) -> Iterator[dict[str, Any]]:
     """Each string (key or value) in a parsed body that holds a NUL character or a lone surrogate,
-    which neither database stores faithfully, as a validation problem; 400 past MAX_JSON_DEPTH."""
+    which neither database stores faithfully, as a validation problem."""
     stack: list[tuple[Any, tuple[str | int, ...]]] = [(value, ("body",))]
     while stack:
         item, loc = stack.pop()
-        if isinstance(item, dict | list):
-            if len(loc) > MAX_JSON_DEPTH:
-                raise _bad_request(f"the request body is nested deeper than {MAX_JSON_DEPTH} levels")
+        if isinstance(item, dict | list):  # depth already bounded by jsontext.loads
             pairs = item.items() if isinstance(item, dict) else enumerate(item)
             for key, v in pairs:
                 if isinstance(key, str):
                     stack.append((key, loc))  # a key is reported where its object is
                 stack.append((v, (*loc, key)))
-        elif isinstance(item, str):
-            if "\x00" in item:
+        elif isinstance(item, str) and (bad := jsontext.bad_char(item)) is not None:
+            if bad == "\x00":
                 yield _problem("string_nul", loc, "must not contain NUL characters")
-            elif not item.isascii():
-                try:
-                    item.encode("utf-8")
-                except UnicodeEncodeError:
-                    yield _problem("string_surrogate", loc, "must not contain lone surrogates")
+            else:
+                yield _problem("string_surrogate", loc, "must not contain lone surrogates")
 
 
 def _problem(kind: str, loc: tuple[str | int, ...], msg: str) -> dict[str, Any]:
