@@ -51,9 +51,12 @@ def settings() -> Settings:
 
 
 def runtime() -> Any:
+    from billops.governance import audit_keys
     from billops.runtime import open_runtime
 
-    return open_runtime(settings())
+    rt = open_runtime(settings())
+    audit_keys.configure(rt.settings)  # audit records this command appends are signed with these keys
+    return rt
 
 
 @app.command()
@@ -202,19 +205,103 @@ def approvals_reject(
 
 
 @audit_app.command("verify")
-def audit_verify() -> None:
-    """Recompute the hash chain; exit 1 if any record was edited or deleted."""
+def audit_verify(
+    checkpoint: Annotated[
+        str | None,
+        typer.Option(
+            "--checkpoint",
+            help="A checkpoint file (JSONL) or s3://bucket/prefix: also prove that nothing up to the "
+            "newest checkpoint was rewritten, cut or wiped.",
+        ),
+    ] = None,
+) -> None:
+    """Recompute the keyed hash chain; exit 1 if any record was edited, deleted, cut or rehashed."""
+    from billops.governance import audit_checkpoint
     from billops.governance.audit import verify
+    from billops.governance.audit_keys import keyring
 
-    with runtime().db.reader() as s:
-        res = verify(s)
-    if res.ok:
+    rt = runtime()
+    ring = keyring(rt.settings)
+    cps: list[Any] = []
+    store_problems: list[str] = []
+    if checkpoint is not None:
+        store = audit_checkpoint.open_store(checkpoint, rt.settings)
+        cps, store_problems = audit_checkpoint.load(store, ring)
+        if not cps and not store_problems:
+            store_problems = [f"{store.where}: no checkpoint found (nothing to prove the log against)"]
+    with rt.db.reader() as s:
+        res = verify(s, keys=ring, checkpoints=cps, legacy_until=rt.settings.audit_legacy_until)
+    problems = store_problems + res.problems
+    if not problems:
         console.print(f"[green]audit log intact[/green]: {res.records} records, head {res.head_hash}")
+        if res.legacy:
+            console.print(
+                f"  {res.legacy} record(s) from before keying (sha256 only): a checkpoint or "
+                f"BILLOPS_AUDIT_LEGACY_UNTIL={res.legacy} pins them (docs/audit.md)"
+            )
+        if res.key_ids:
+            console.print("  keys: " + ", ".join(f"{k} ({n} records)" for k, n in res.key_ids.items()))
+        if checkpoint is not None and res.checkpoint_seq == 0:
+            console.print(f"  {res.checkpoints} checkpoint(s) of the empty log confirmed: nothing to prove")
+        elif checkpoint is not None:
+            newest = max(cps, key=lambda c: c.seq)
+            console.print(
+                f"  {res.checkpoints} checkpoint(s) confirmed: records 1..{res.checkpoint_seq} unchanged "
+                f"since {newest.at}; {res.last_seq - res.checkpoint_seq} record(s) added after it"
+            )
         return
-    err.print(f"[red]audit log TAMPERED[/red]: {len(res.problems)} problem(s) in {res.records} records")
-    for p in res.problems:
-        err.print(f"  - {p}")
+    verdict = "TAMPERED" if res.problems else "NOT PROVEN (checkpoint store)"
+    err.print(f"[red]audit log {verdict}[/red]: {len(problems)} problem(s) in {res.records} records")
+    for p in problems:
+        err.print(f"  - {p}", soft_wrap=True, markup=False, highlight=False)
     raise typer.Exit(1)
+
+
+@audit_app.command("checkpoint")
+def audit_checkpoint_cmd(
+    to: Annotated[
+        str | None,
+        typer.Option("--to", help="JSONL file or s3://bucket/prefix (default: BILLOPS_AUDIT_CHECKPOINT_TO)."),
+    ] = None,
+) -> None:
+    """Verify the records since the last checkpoint, then sign the chain's head and append it to the store."""
+    from billops.governance import audit_checkpoint
+    from billops.governance.audit_keys import keyring
+
+    rt = runtime()
+    target = to or rt.settings.audit_checkpoint_to
+    if not target:
+        raise BillopsError("say where to write: --to FILE|s3://bucket/prefix or BILLOPS_AUDIT_CHECKPOINT_TO")
+    store = audit_checkpoint.open_store(target, rt.settings)
+    with rt.db.reader() as s:
+        cp, _ = audit_checkpoint.take(
+            s, store, keyring(rt.settings), legacy_until=rt.settings.audit_legacy_until
+        )
+    console.print(f"checkpoint written to {store.where}: record {cp.seq}, hash {cp.hash}, key {cp.key_id}")
+
+
+@audit_app.command("rotate-key")
+def audit_rotate_key() -> None:
+    """Add a new key to <data_dir>/audit.keys and sign new records with it (old records keep theirs)."""
+    from billops.governance.audit_keys import key_file, rotate_file_key
+
+    s = runtime().settings
+    old, new = rotate_file_key(s)
+    console.print(
+        f"audit key rotated in {key_file(s)}: new records are signed with {new}; {old} stays for verifying. "
+        "Copy the file to every host that writes or verifies."
+    )
+
+
+@audit_app.command("keys")
+def audit_keys_cmd() -> None:
+    """Show the audit key ids (never the secrets), where they come from and which one is active."""
+    from billops.governance.audit_keys import keyring
+
+    ring = keyring(runtime().settings)
+    console.print(f"audit keys from {ring.source}")
+    for kid in ring.keys:
+        console.print(f"  {kid}{'  (active)' if kid == ring.active_id else ''}")
 
 
 @audit_app.command("export")
@@ -341,6 +428,9 @@ def _mount_optional() -> None:
     from billops.drafting.cli import drafting_app  # billops drafting versions|preview
 
     app.add_typer(drafting_app, name="drafting")
+    from billops.ops.cli import workflows_app  # billops workflows list|show|resume
+
+    app.add_typer(workflows_app, name="workflows")
 
 
 _mount_optional()

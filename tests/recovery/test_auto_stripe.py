@@ -14,11 +14,13 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 import stripe
 from fastapi.testclient import TestClient
 
@@ -196,6 +198,68 @@ def test_auto_retry_with_the_declining_card_is_exhausted(
         assert verify(s).ok
 
 
+# ---------------------------------------------------------------- replay after the retry time
+
+
+def operations(rt: Any, workflow_id: str) -> list[tuple[int, str]]:
+    """DBOS's recorded operations of a workflow: (function id, name), in order."""
+    schema = "" if rt.db.is_sqlite else "dbos."
+    with rt.db.engine.connect() as c:
+        rows = c.execute(
+            sa.text(
+                f"SELECT function_id, function_name FROM {schema}operation_outputs "
+                "WHERE workflow_uuid = :w ORDER BY function_id"
+            ),
+            {"w": workflow_id},
+        )
+        return [(int(r[0]), str(r[1])) for r in rows]
+
+
+def replay(rt: Any, workflow_id: str) -> Any:
+    """Run a finished workflow again from its recorded operations, the way DBOS recovers a workflow
+    whose process died: back to PENDING, then recovered on this executor. Returns its new result
+    (raises if the replay diverged from the record and the workflow ended in ERROR)."""
+    from dbos import DBOS
+
+    schema = "" if rt.db.is_sqlite else "dbos."
+    with rt.db.dbos_engine().begin() as c:
+        c.execute(
+            sa.text(f"UPDATE {schema}workflow_status SET status = 'PENDING' WHERE workflow_uuid = :w"),
+            {"w": workflow_id},
+        )
+    DBOS._recover_pending_workflows([rt.settings.executor_id])
+    return DBOS.retrieve_workflow(workflow_id).get_result()
+
+
+def test_a_recovery_replayed_after_its_retry_time_makes_the_same_steps(
+    service: Service, sdk: stripe.StripeClient, proxy: RecordingProxy
+) -> None:
+    """The retry's wait was recorded while its time was ahead; a replay after that time must make the
+    same calls (the wait included) and return the same result, paying nothing again."""
+    from dbos import DBOS
+
+    from billops.recovery.workflow import followup_id
+
+    seeded = seed_failed_invoice(sdk)
+    wf = service.fail(seeded)
+    service.decision(wf, status="approved")
+    add_card(sdk, seeded.customer_id, card=CARD_OK, make_default=True)
+    service.decision(wf, status="recovered", timeout=45)
+    fu = followup_id(wf)
+    first: dict[str, Any] = DBOS.retrieve_workflow(fu).get_result()
+    ops, audit = operations(service.rt, fu), service.audit_actions(wf)
+    assert ("DBOS.recv" in {name for _, name in ops}) and first["status"] == "recovered"
+    retry_at = datetime.fromisoformat(service.decision(wf).plan["retries"][0])
+    assert retry_at < datetime.now(UTC), "the replay runs after the retry time"
+
+    assert replay(service.rt, fu) == first
+    assert replay(service.rt, wf) == DBOS.retrieve_workflow(wf).get_result()
+    assert operations(service.rt, fu) == ops
+    assert service.audit_actions(wf) == audit
+    assert len(pay_requests(proxy, seeded.invoice_id)) == 1
+    assert service.decision(wf).status == "recovered"
+
+
 # ---------------------------------------------------------------- crash and restart
 
 
@@ -229,7 +293,7 @@ class Server:
         def healthy() -> bool:
             assert self.proc is not None and self.proc.poll() is None, "server exited"
             try:
-                return httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200
+                return httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200
             except httpx.HTTPError:
                 return False
 

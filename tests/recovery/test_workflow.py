@@ -174,3 +174,76 @@ def test_invoice_paid_while_a_recovery_is_still_deciding(service: Callable[..., 
     paid = svc.post(f.invoice_paid())
     wait_for(lambda: workflow_status(svc.rt, paid["workflow_id"]) in ("SUCCESS", "ERROR"), timeout=30)
     assert workflow_status(svc.rt, paid["workflow_id"]) == "SUCCESS"
+
+
+# ---------------------------------------------------------------- steps re-run after a crash
+
+
+def _count(svc: Service, model: Any, **where: Any) -> int:
+    with svc.rt.db.reader() as s:
+        q = sa.select(sa.func.count()).select_from(model)
+        for k, v in where.items():
+            q = q.where(getattr(model, k) == v)
+        return int(s.scalar(q) or 0)
+
+
+def test_a_guard_step_run_twice_counts_and_audits_once(service: Callable[..., Service]) -> None:
+    """A step re-run after a crash between its commit and DBOS recording its output (simulated by
+    running the step function twice for the same workflow, step and attempt) counts its governed
+    action once and audits its block once, and returns the verdict it stored the first time."""
+    from billops.recovery import steps
+    from billops.store.models import GovernedAction
+
+    svc = service("assist")
+    wf = svc.fail(Failure().events())
+    svc.awaiting(wf)
+    note = {"type": "write_note", "detail": {}}
+    first = steps.guard(wf, "7:write_note", note, 0)
+    again = steps.guard(wf, "7:write_note", note, 0)
+    assert first["effect"] == "allow" and again == first
+    assert _count(svc, GovernedAction, workflow_id=wf, step="7:write_note") == 1
+
+    credit = {"type": "apply_credit", "detail": {"amount_minor": 500, "currency": "usd"}}
+    blocked = steps.guard(wf, "8:apply_credit", credit, 0)
+    assert blocked["effect"] == "block" and blocked["findings"][0]["rule"] == "risky_action"
+    assert steps.guard(wf, "8:apply_credit", credit, 0) == blocked
+    assert svc.audit_actions(wf).count("guardrail.risky_action") == 1
+    # Another attempt of the same step (a deferral asks again) is a new ask, recorded on its own.
+    steps.guard(wf, "8:apply_credit", credit, 1)
+    assert svc.audit_actions(wf).count("guardrail.risky_action") == 2
+    assert _count(svc, GovernedAction, workflow_id=wf, step="8:apply_credit") == 0
+    with svc.rt.db.reader() as s:
+        assert verify(s).ok
+
+
+def test_an_action_recorded_twice_is_audited_once(service: Callable[..., Service]) -> None:
+    from billops.recovery import steps
+
+    svc = service("assist")
+    wf = svc.fail(Failure().events())
+    svc.awaiting(wf)
+    before = len(svc.audit_actions(wf))
+    for _ in range(2):
+        steps._record_action(
+            wf, "pay:1", "action.retry_payment", {"key": f"{wf}:pay:1"}, {"status": "failed"}
+        )
+        steps.record_failure(wf, "0:write_note", "write_note", "boom")
+    actions = svc.audit_actions(wf)
+    assert len(actions) == before + 2
+    assert actions.count("action.retry_payment") == 1 and actions.count("action.write_note") == 1
+    d = svc.decision(wf)
+    assert d.outcome["pay:1"] == {"status": "failed"} and d.outcome["0:write_note"]["status"] == "error"
+
+
+def test_an_expiry_step_run_twice_keeps_its_verdict(service: Callable[..., Service]) -> None:
+    """The timeout's default outcome 'approve' stays 'approved' when the expiry step runs again (it used
+    to answer 'not approved' the second time, from the approval's status 'expired')."""
+    from billops.recovery import steps
+
+    svc = service("assist", approvals={"timeout_hours": 1, "timeout_outcome": "approve"})
+    wf = svc.fail(Failure().events())
+    svc.awaiting(wf)
+    first = steps.expire_approval(wf)
+    assert first == {"approved": True, "by": "timeout", "status": "expired"}
+    assert steps.expire_approval(wf) == first
+    assert svc.audit_actions(wf).count("approval.expired") == 1

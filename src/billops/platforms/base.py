@@ -87,7 +87,12 @@ class PlatformClient(Protocol):
 
     # writes (each with an idempotency key)
     def pay_invoice(
-        self, invoice_id: str, *, idempotency_key: str, payment_method_id: str | None = None
+        self,
+        invoice_id: str,
+        *,
+        idempotency_key: str,
+        payment_method_id: str | None = None,
+        replay: bool = False,
     ) -> PayResult: ...
     def set_native_retries(self, invoice_id: str, enabled: bool, *, idempotency_key: str) -> None: ...
     def write_note(self, invoice_id: str, note: dict[str, str], *, idempotency_key: str) -> None: ...

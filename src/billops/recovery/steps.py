@@ -4,11 +4,15 @@ replay after a crash skips it. Steps that write to our database are also idempot
 Platform writes carry the idempotency key `<workflow id>:<step>`; every decision and action is
 audited in the same transaction as the row it changes. A decision row is read FOR UPDATE before it is
 changed: a recovery's messages are delivered by their own workflows, so two steps may update its
-outcome at once (on PostgreSQL a plain read-modify-write would lose one of the updates)."""
+outcome at once (on PostgreSQL a plain read-modify-write would lose one of the updates).
+
+A step that counts or appends (a governed action, an audit record) writes a `StepEffect` row keyed by
+the decision's workflow id and the step attempt in the same transaction, and returns that row's result
+when it finds it: re-run after a crash between its commit and DBOS recording its output, it neither
+counts nor audits twice."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import asdict, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,16 +22,27 @@ import sqlalchemy as sa
 from dbos import DBOS
 from pydantic import TypeAdapter
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
-from billops.domain import CanonicalEvent, Customer, Invoice, Money, PaymentAttempt
+from billops.domain import CanonicalEvent, Customer, Invoice, PaymentAttempt
 from billops.domain.declines import load_taxonomy
 from billops.errors import ConfigError, PlatformError
 from billops.governance import audit, control, guardrails
 from billops.governance.rollout import Subject, resolve_mode
-from billops.governance.schema import MONEY_ACTIONS
 from billops.mirror import Mirror
 from billops.platforms.registry import missing_client_reason
+from billops.recovery.acting import (  # noqa: F401  (the workflow finds every step here)
+    SLACK_EVENTS,
+    _effect,
+    _record_action,
+    _retryable,
+    _store_effect,
+    can_retry,
+    guard,
+    platform_action,
+    record_failure,
+    retry_payment,
+    team_listens,
+)
 from billops.recovery.decision import DecisionPlan, decide
 from billops.recovery.features import RecoveryContext
 from billops.recovery.model import RecoveryModel, cached_model, latest_model, registry_dir
@@ -39,16 +54,11 @@ from billops.store.models import (
     Approval,
     Decision,
     FeedbackLabel,
-    GovernedAction,
     InboxEvent,
 )
 
 CTX = TypeAdapter(RecoveryContext)
 SETTLED = {"paid", "void", "uncollectible"}
-
-
-def _retryable(exc: BaseException) -> bool:
-    return isinstance(exc, PlatformError) and exc.retryable
 
 
 # ------------------------------------------------------------------ event → mirror
@@ -179,6 +189,9 @@ def gather_context(event: dict[str, Any], fresh_read: bool) -> dict[str, Any]:
         "ready": ready,
         "settled": invoice.status.value in SETTLED,
         "context": CTX.dump_python(ctx, mode="json"),
+        # The workflow's wait for decline details is bounded by this recorded value, not by a policy
+        # read in workflow code (the policy file may change between a crash and the replay).
+        "wait_seconds": float(policy.recovery.context_wait_seconds),
     }
 
 
@@ -443,9 +456,11 @@ def expire_approval(workflow_id: str) -> dict[str, Any]:
     """The approval timed out. If a human decided in the meantime, their decision stands."""
     rt = get_runtime()
     with rt.db.session() as s:
-        appr = s.scalar(sa.select(Approval).where(Approval.workflow_id == workflow_id))
         dec = s.get(Decision, workflow_id, with_for_update=True)
+        appr = s.scalar(sa.select(Approval).where(Approval.workflow_id == workflow_id))
         assert appr is not None and dec is not None
+        if (done := _effect(s, workflow_id, "expire_approval")) is not None:
+            return done  # re-run after a crash: the verdict this step already committed
         if appr.status != "pending":
             return {"approved": appr.status == "approved", "by": appr.decided_by, "status": appr.status}
         outcome = rt.policy().approvals.timeout_outcome
@@ -466,7 +481,9 @@ def expire_approval(workflow_id: str) -> dict[str, Any]:
             subject=f"{dec.platform}:invoice:{dec.invoice_id}",
             outcome={"default_outcome": outcome},
         )
-        return {"approved": outcome == "approve", "by": "timeout", "status": "expired"}
+        verdict = {"approved": outcome == "approve", "by": "timeout", "status": "expired"}
+        _store_effect(s, workflow_id, "expire_approval", verdict)
+        return verdict
 
 
 # ------------------------------------------------------------------ act
@@ -480,227 +497,6 @@ def load_decision(workflow_id: str) -> dict[str, Any]:
         dec = s.get(Decision, workflow_id)
         assert dec is not None
         return _decision_dict(dec)
-
-
-@DBOS.step(name="guard")
-def guard(workflow_id: str, step: str, action: dict[str, Any]) -> dict[str, Any]:
-    """The guardrails just before one action: allow (counted in governed_actions), block or defer
-    (with the time to try again). Every block and deferral is audited with the rule and its reason."""
-    rt = get_runtime()
-    policy = rt.policy()
-    now = datetime.now(UTC)
-    with rt.db.session() as s:
-        dec = s.get(Decision, workflow_id, with_for_update=True)
-        assert dec is not None
-        appr = s.scalar(sa.select(Approval).where(Approval.workflow_id == workflow_id))
-        human = appr is not None and appr.status == "approved" and appr.decided_by not in (None, "timeout")
-        raw = dec.plan.get("governance", {}).get("subject") or {}
-        sub = Subject(
-            workflow="recovery",
-            platform=dec.platform,
-            customer_id=dec.customer_id,
-            currency=dec.currency,
-            amount_minor=dec.amount,
-            plans=tuple(raw.get("plans", [])),
-            tier=raw.get("tier"),
-            timezone=raw.get("timezone"),
-        )
-        verdict = guardrails.check_action(
-            s, policy, wf=workflow_id, step=step, action=action, sub=sub, human_approved=human, now=now
-        )
-        if verdict.effect == "allow":
-            amount = guardrails.amount_of(action, dec.amount) if action["type"] in MONEY_ACTIONS else 0
-            s.add(
-                GovernedAction(
-                    at=now,
-                    workflow_id=workflow_id,
-                    step=step,
-                    platform=dec.platform,
-                    customer_id=dec.customer_id,
-                    action=action["type"],
-                    amount=amount,
-                    currency=dec.currency.lower(),
-                    status="allowed",
-                )
-            )
-        else:
-            audit.record(
-                s,
-                action=f"guardrail.{verdict.findings[0].rule}",
-                workflow_id=workflow_id,
-                trace_id=dec.trace_id,
-                subject=f"{dec.platform}:invoice:{dec.invoice_id}",
-                versions={"policy": policy.full_version},
-                outcome={"step": step, "action": action["type"], **verdict.as_dict()},
-            )
-            if verdict.effect == "block":
-                dec.outcome = {
-                    **dec.outcome,
-                    step: {"status": "blocked", "why": "; ".join(f.reason for f in verdict.findings)},
-                }
-        return verdict.as_dict()
-
-
-@DBOS.step(
-    name="platform_action", retries_allowed=True, max_attempts=4, interval_seconds=2, should_retry=_retryable
-)
-def platform_action(workflow_id: str, step: str, action: dict[str, Any]) -> dict[str, Any]:
-    """One platform write, keyed `<workflow id>:<step>`, audited with its outcome. (Messages go through
-    recovery/delivery.py.)"""
-    rt = get_runtime()
-    with rt.db.session() as s:
-        dec = s.get(Decision, workflow_id, with_for_update=True)
-        assert dec is not None
-        platform, invoice_id, customer_id = dec.platform, dec.invoice_id, dec.customer_id
-    key = f"{workflow_id}:{step}"
-    kind = action["type"]
-    detail = action.get("detail") or {}
-    client = rt.platform_client(platform)
-    result: dict[str, Any]
-    if client is None:
-        result = {"status": "skipped", "why": missing_client_reason(platform)}
-    else:
-        caps = client.capabilities
-        try:
-            if kind == "disable_platform_retries" and caps.disable_native_retries:
-                client.set_native_retries(invoice_id, False, idempotency_key=key)
-                result = {"status": "done"}
-            elif kind == "write_note" and caps.write_note:
-                plan = dec.plan
-                note = {
-                    "billops_workflow": workflow_id,
-                    "billops_route": plan["route"],
-                    "billops_next_retry": (plan["retries"] or [""])[0],
-                }
-                client.write_note(invoice_id, note, idempotency_key=key)
-                result = {"status": "done", "note": note}
-            elif kind == "card_update_link" and caps.card_update_link and customer_id:
-                url = client.card_update_link(customer_id, return_url=None, idempotency_key=key)
-                result = {"status": "done", "url": url}
-            elif kind == "pause_subscription" and caps.pause_subscription and detail.get("subscription_id"):
-                resume = detail.get("resume_at")
-                client.pause_subscription(
-                    detail["subscription_id"],
-                    resume_at=datetime.fromisoformat(resume) if resume else None,
-                    idempotency_key=key,
-                )
-                result = {"status": "done", "subscription": detail["subscription_id"], "resume_at": resume}
-            elif kind == "apply_credit" and caps.credit and customer_id:
-                money = Money(amount=int(detail["amount_minor"]), currency=detail["currency"])
-                client.apply_credit(customer_id, money, reason=detail.get("reason", ""), idempotency_key=key)
-                result = {"status": "done", "amount": money.format()}
-            elif kind == "apply_coupon" and caps.coupon and customer_id:
-                client.apply_coupon(
-                    customer_id,
-                    detail["coupon"],
-                    subscription_id=detail.get("subscription_id"),
-                    idempotency_key=key,
-                )
-                result = {"status": "done", "coupon": detail["coupon"]}
-            else:
-                result = {"status": "skipped", "why": f"{platform} cannot {kind.replace('_', ' ')}"}
-        except PlatformError as exc:
-            if exc.retryable:
-                raise
-            result = {"status": "failed", "error": exc.message, "code": exc.code}
-    _record_action(workflow_id, step, f"action.{kind}", {"key": key, "action": action}, result)
-    return result
-
-
-@DBOS.step(name="can_retry")
-def can_retry(platform: str) -> bool:
-    client = get_runtime().platform_client(platform)
-    return client is not None and bool(client.capabilities.retry_invoice)
-
-
-@DBOS.step(
-    name="retry_payment", retries_allowed=True, max_attempts=4, interval_seconds=5, should_retry=_retryable
-)
-def retry_payment(workflow_id: str, n: int, payment_method_id: str | None) -> dict[str, Any]:
-    """Pay the invoice now. Safe to replay: the key is stable and the client skips settled invoices."""
-    rt = get_runtime()
-    with rt.db.session() as s:
-        dec = s.get(Decision, workflow_id, with_for_update=True)
-        assert dec is not None
-        platform, invoice_id = dec.platform, dec.invoice_id
-    key = f"{workflow_id}:pay:{n}"
-    client = rt.platform_client(platform)
-    if client is None or not client.capabilities.retry_invoice:
-        result: dict[str, Any] = {"status": "skipped", "why": missing_client_reason(platform)}
-    else:
-        try:
-            pay = client.pay_invoice(invoice_id, idempotency_key=key, payment_method_id=payment_method_id)
-        except PlatformError as exc:
-            if exc.retryable:
-                raise
-            pay = None
-            result = {"status": "failed", "error": exc.message, "code": exc.code, "never_retry": False}
-        if pay is not None:
-            decline = pay.attempt.decline if pay.attempt else None
-            result = {
-                "status": pay.outcome,
-                "invoice_status": pay.invoice.status.value,
-                "message": pay.message,
-                "decline_code": decline.code if decline else None,
-                "never_retry": bool(decline and decline.never_retry),
-            }
-            with rt.db.session() as s:
-                now = datetime.now(UTC)
-                m = Mirror(s)
-                m.upsert(pay.invoice, source_time=now, source="billops")
-                if pay.attempt is not None:
-                    m.upsert(
-                        pay.attempt.model_copy(update={"initiated_by": "billops"}),
-                        source_time=now,
-                        source="billops",
-                    )
-    inputs = {"key": key, "payment_method": payment_method_id}
-    _record_action(workflow_id, f"pay:{n}", "action.retry_payment", inputs, result)
-    return result
-
-
-def _record_action(
-    workflow_id: str,
-    step: str,
-    action: str,
-    inputs: dict[str, Any],
-    result: dict[str, Any],
-    also: Callable[[Session], None] | None = None,
-    versions: dict[str, Any] | None = None,
-) -> None:
-    """Store an action's result on its decision and audit it, in one transaction (with `also`, e.g. the
-    delivery row of a message); an error counts toward the circuit breaker."""
-    rt = get_runtime()
-    with rt.db.session() as s:
-        if also is not None:
-            also(s)
-        dec = s.get(Decision, workflow_id, with_for_update=True)
-        assert dec is not None
-        dec.outcome = {**dec.outcome, step: result}
-        errored = "error" in result or result.get("status") in ("error", "failed")
-        s.execute(
-            sa.update(GovernedAction)
-            .where(GovernedAction.workflow_id == workflow_id, GovernedAction.step == step)
-            .values(status="error" if errored else "done", detail={"status": result.get("status")})
-        )
-        if errored:
-            guardrails.breaker_check(s, rt.policy(), now=datetime.now(UTC))
-        audit.record(
-            s,
-            action=action,
-            workflow_id=workflow_id,
-            trace_id=dec.trace_id,
-            subject=f"{dec.platform}:invoice:{dec.invoice_id}",
-            versions=versions,
-            inputs=inputs,
-            outcome=result,
-        )
-
-
-@DBOS.step(name="record_failure")
-def record_failure(workflow_id: str, step: str, kind: str, error: str) -> None:
-    """An action whose retries ran out: recorded on the decision, audited, counted by the breaker."""
-    _record_action(workflow_id, step, f"action.{kind}", {}, {"status": "error", "error": error[:500]})
 
 
 @DBOS.step(name="finish")

@@ -6,11 +6,18 @@ A recovery: claim the invoice (one recovery per invoice) → gather context → 
 by mode: shadow (stop), assist (durable wait for a human, with a timeout and a default outcome),
 auto (execute; human_review routes still wait for a human). Execution waits for each retry time
 with a durable timer that wakes early when the invoice settles elsewhere.
+
+Replay determinism (DESIGN.md, DBOS notes): workflow code makes the same durable calls in the same
+order on every replay, whatever the clock or the configuration says. Everything that decides control
+flow comes from a recorded step (policy values, who listens for notifications); every wait is one
+`DBOS.recv` (recorded as the recv and its deadline) even when its time has already passed, and the
+deadline DBOS recorded on the first run is the one a replay waits for.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import time
+from datetime import datetime
 from typing import Any
 
 from dbos import DBOS, SetWorkflowID
@@ -74,13 +81,12 @@ def recover(event: dict[str, Any], trace_id: str) -> dict[str, Any]:
     if owner != wf:
         return {"status": "joined", "recovery": owner}
 
-    rt = get_runtime()
-    wait = rt.policy().recovery.context_wait_seconds
     gathered = steps.gather_context(event, True)
+    wait = float(gathered.get("wait_seconds", 0.0))  # recorded with the first read: same on replay
     waited = 0.0
     while not gathered["ready"] and not gathered["settled"] and waited < wait:
         # The charge's decline details often arrive a moment after the invoice event.
-        DBOS.sleep(1.0)
+        DBOS.sleep(1.0)  # a fixed positive duration: always one recorded sleep
         waited += 1.0
         gathered = steps.gather_context(event, False)
     if gathered["settled"]:
@@ -112,6 +118,7 @@ def recovery_followup(decision: dict[str, Any]) -> dict[str, Any]:
         steps.request_approval(wf)
         if decision["route"] == "human_review":
             notify_team_async(wf, "recovery.escalated")
+        # Only the first run's value matters: DBOS records the deadline, a replay waits for that one.
         timeout = rt.policy().approvals.timeout_hours * 3600
         msg = DBOS.recv(APPROVAL_TOPIC, timeout_seconds=timeout)
         verdict = msg if msg is not None else steps.expire_approval(wf)
@@ -176,7 +183,7 @@ def execute(decision: dict[str, Any]) -> dict[str, Any]:
     while queue:
         n, at, pm = queue.pop(0)
         if at is not None:
-            msg = _wait(max(0.0, (at - datetime.now(UTC)).total_seconds()))
+            msg = _wait_until(at)
             if msg is not None and msg["type"] == "settled":
                 return _done(wf, platform, invoice_id, "settled_elsewhere", {"status": msg.get("status")})
         gate = _guarded(wf, f"pay:{n}", {"type": "retry_payment", "detail": {"n": n}})
@@ -259,19 +266,16 @@ def notify_team(wf: str, event: str, step: str | None, detail: dict[str, Any]) -
     return out
 
 
-SLACK_EVENTS = ("recovery.escalated", "message.failed")
+SLACK_EVENTS = steps.SLACK_EVENTS
 
 
 def notify_team_async(
     wf: str, event: str, step: str | None = None, detail: dict[str, Any] | None = None
 ) -> None:
     """Start `notify_team` in its own workflow (a slow receiver never holds up the recovery), only when
-    someone listens: an outbound webhook subscribed to the event, or Slack for escalations/failures."""
-    settings = get_runtime().settings
-    listens = any(event in e.events for e in settings.outbound_webhooks) or (
-        settings.slack_webhook_url is not None and event in SLACK_EVENTS
-    )
-    if not listens:
+    someone listens: an outbound webhook subscribed to the event, or Slack for escalations/failures
+    (decided by a recorded step, so a replay starts the same workflows)."""
+    if not steps.team_listens(event):
         return
     with SetWorkflowID(f"{wf}:notify:{event}:{step or '-'}"):
         DBOS.start_workflow(notify_team, wf, event, step, detail or {})
@@ -280,24 +284,30 @@ def notify_team_async(
 def _guarded(wf: str, step: str, action: dict[str, Any]) -> str:
     """Ask the guardrails before an action: 'allow', 'block', or 'settled' (the invoice settled while a
     deferral waited). A deferral (rate limit, quiet hours) waits durably until its time, then asks again."""
-    for _ in range(MAX_DEFERRALS):
-        verdict = steps.guard(wf, step, action)
+    for attempt in range(MAX_DEFERRALS):
+        verdict = steps.guard(wf, step, action, attempt)
         if verdict["effect"] == "allow":
             return "allow"
         if verdict["effect"] != "defer":
             return "block"
-        until = datetime.fromisoformat(verdict["not_before"])
-        msg = _wait(max(1.0, (until - datetime.now(UTC)).total_seconds()))
+        msg = _wait_until(datetime.fromisoformat(verdict["not_before"]), at_least=1.0)
         if msg is not None and msg["type"] == "settled":
             return "settled"
     return "block"
 
 
+def _wait_until(at: datetime, *, at_least: float = 0.0) -> dict[str, Any] | None:
+    """Wait until `at` (aware UTC). The clock is read only to size the first run's timer: DBOS records
+    the deadline before it waits, and a replay (after a crash, before or after `at`) returns the
+    recorded message or waits out the recorded deadline, never this value."""
+    return _wait(max(at_least, at.timestamp() - time.time()))
+
+
 def _wait(seconds: float) -> dict[str, Any] | None:
-    """A durable timer that returns early with a message about the invoice (settled, card updated)."""
-    if seconds <= 0:
-        return None
-    return DBOS.recv(INVOICE_TOPIC, timeout_seconds=seconds)
+    """A durable timer that returns early with a message about the invoice (settled, card updated).
+    Always exactly one `DBOS.recv`, a zero timeout included, so the recorded sequence never depends on
+    whether the time had passed when the workflow (re)ran."""
+    return DBOS.recv(INVOICE_TOPIC, timeout_seconds=max(0.0, seconds))
 
 
 def plan_window_seconds(decision: dict[str, Any]) -> float:

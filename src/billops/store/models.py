@@ -180,7 +180,9 @@ class Approval(Base):
 
 
 class AuditRecord(Base):
-    """Append-only, hash-chained. `hash` = sha256(prev_hash + canonical JSON of the record)."""
+    """Append-only, hash-chained. `hash` = HMAC-SHA256 under the key `key_id` (kept outside the database)
+    of prev_hash + canonical JSON of the record; records from before 0006 have no key_id and a plain
+    sha256 (governance/audit.py)."""
 
     __tablename__ = "audit_log"
 
@@ -197,6 +199,7 @@ class AuditRecord(Base):
     outcome: Mapped[dict[str, Any]]
     prev_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
     hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    key_id: Mapped[str | None] = mapped_column(sa.String(40), default=None, doc="None: legacy sha256")
 
 
 class AuditHead(Base):
@@ -251,13 +254,15 @@ class User(Base):
     created_at: Mapped[datetime] = mapped_column(default=_now)
     created_by: Mapped[str] = mapped_column(sa.String(200))
     revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+    # Unused since 0005 (login back-off lives in login_throttles); kept for older readers, always 0/None.
     failed_logins: Mapped[int] = mapped_column(default=0)
     locked_until: Mapped[datetime | None] = mapped_column(default=None)
     last_login_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
 class ApiToken(Base):
-    """A bearer token `bo_<id>_<secret>`: only the argon2 hash of the secret is kept."""
+    """A bearer token `bo_<id>_<secret>`: only a hash of the secret is kept, `hmac-sha256:<key id>:<hex>`
+    keyed outside the database (governance/token_secrets.py), or `$argon2id$…` from before 0005."""
 
     __tablename__ = "api_tokens"
 
@@ -282,6 +287,24 @@ class ConsoleSession(Base):
     created_at: Mapped[datetime] = mapped_column(default=_now)
     expires_at: Mapped[datetime]
     last_seen_at: Mapped[datetime] = mapped_column(default=_now)
+
+
+class LoginThrottle(Base):
+    """Failed console logins per scope (governance/login_throttle.py): `pair` = (account, client),
+    `client` = one client over every account, `account` = one account over every client. The account
+    is the username as typed (known or not), so the rows never tell whether a user exists."""
+
+    __tablename__ = "login_throttles"
+
+    scope: Mapped[str] = mapped_column(sa.String(10), primary_key=True, doc="pair | client | account")
+    account: Mapped[str] = mapped_column(sa.String(100), primary_key=True, doc="'' for scope client")
+    client: Mapped[str] = mapped_column(sa.String(64), primary_key=True, doc="'' for scope account")
+    failures: Mapped[int] = mapped_column(default=0, doc="failures since the window began")
+    first_failure_at: Mapped[datetime]
+    last_failure_at: Mapped[datetime] = mapped_column(index=True)
+    blocked_until: Mapped[datetime | None] = mapped_column(default=None)
+    unaudited: Mapped[int] = mapped_column(default=0, doc="failures not yet in an audit record")
+    audited_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
 # ---------------------------------------------------------------- governance: controls and counters
@@ -318,6 +341,19 @@ class GovernedAction(Base):
     currency: Mapped[str | None] = mapped_column(sa.String(3))
     status: Mapped[str] = mapped_column(sa.String(20), doc="allowed | blocked | done | failed")
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class StepEffect(Base):
+    """Reliability (migration 0007): the result of a step's database effects, written in the same
+    transaction as those effects. A step re-run after a crash between its commit and DBOS recording
+    its output finds its row and returns the stored result instead of counting or auditing again."""
+
+    __tablename__ = "step_effects"
+
+    workflow_id: Mapped[str] = mapped_column(sa.String(300), primary_key=True)
+    key: Mapped[str] = mapped_column(sa.String(200), primary_key=True, doc="e.g. guard:pay:1:0")
+    result: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    at: Mapped[datetime] = mapped_column(default=_now)
 
 
 class FeedbackLabel(Base):

@@ -152,3 +152,27 @@ def test_after_the_idempotency_window_a_paid_invoice_is_still_not_collected_twic
     again = client.pay_invoice(INVOICE, idempotency_key=f"{WF}:pay:3")
     assert again.outcome == "already_settled"  # the client's read-before-write
     assert len(api.find("POST", r"/collect_payment$")) == 1 and len(transactions(api, "success")) == 1
+
+
+def test_a_replayed_collect_whose_answer_was_lost_reports_the_first_answer(
+    api: FakeChargebeeAPI, client: ChargebeePlatformClient
+) -> None:
+    """A step re-run after a kill mid-pay (`replay=True`) sends the same key again instead of reading the
+    invoice first: Chargebee answers with the first collect's result, so the recovery is `succeeded`
+    (its own pay settled the invoice), not `already_settled` — and nothing is charged twice."""
+    api.lose_answer_next(method="POST", path_pattern=r"/collect_payment$")
+    with pytest.raises(PlatformError):
+        client.pay_invoice(INVOICE, idempotency_key=f"{WF}:pay:4")
+    again = client.pay_invoice(INVOICE, idempotency_key=f"{WF}:pay:4", replay=True)
+    assert again.outcome == "succeeded" and "replayed" in again.message
+    assert len(transactions(api, "success")) == 1
+
+
+def test_a_replay_past_the_idempotency_window_still_does_not_charge_twice(
+    api: FakeChargebeeAPI, client: ChargebeePlatformClient, clock: Clock
+) -> None:
+    assert client.pay_invoice(INVOICE, idempotency_key=f"{WF}:pay:5").outcome == "succeeded"
+    clock.now += int(CHARGEBEE_TTL) + 1  # Chargebee forgot the key: the collect is refused, read back
+    again = client.pay_invoice(INVOICE, idempotency_key=f"{WF}:pay:5", replay=True)
+    assert again.outcome == "already_settled"
+    assert len(transactions(api, "success")) == 1

@@ -515,13 +515,22 @@ class ChargebeePlatformClient:
     # ------------------------------------------------------------------ writes
 
     def pay_invoice(
-        self, invoice_id: str, *, idempotency_key: str, payment_method_id: str | None = None
+        self,
+        invoice_id: str,
+        *,
+        idempotency_key: str,
+        payment_method_id: str | None = None,
+        replay: bool = False,
     ) -> PayResult:
+        """Collect an open invoice. `replay`: this key may have been sent before (a step re-run after a
+        crash), so skip the "already settled" pre-check and let Chargebee answer the key within its
+        idempotency window (the first response); past it, a paid invoice is refused and read back as
+        `already_settled`, so a replay never charges twice either way."""
         headers = self._headers(idempotency_key)
         raw_before = self._raw_invoice(invoice_id)
         before = self._norm("invoice", chargebee_invoice, raw_before)
         reason = settled_reason(raw_before)
-        if reason:
+        if reason and not replay:
             return PayResult("already_settled", before, message=reason)
         params: dict[str, Any] = {"payment_initiator": "merchant"}  # an off-session (merchant) retry
         if payment_method_id:

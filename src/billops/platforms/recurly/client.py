@@ -530,9 +530,15 @@ class RecurlyPlatformClient:
         return self._pay_dict("failed", invoice, attempt, message)
 
     def pay_invoice(
-        self, invoice_id: str, *, idempotency_key: str, payment_method_id: str | None = None
+        self,
+        invoice_id: str,
+        *,
+        idempotency_key: str,
+        payment_method_id: str | None = None,
+        replay: bool = False,
     ) -> PayResult:
-        """Collect the invoice now (`collect_invoice`), at most once per idempotency key."""
+        """Collect the invoice now (`collect_invoice`), at most once per idempotency key. `replay` needs
+        nothing more here: the ledger answers a key it has seen with its recorded outcome."""
         if not idempotency_key:
             raise InputError("every Recurly write needs an idempotency key (the at-most-once ledger key)")
         before = self.get_invoice(invoice_id)

@@ -256,11 +256,19 @@ class StripePlatformClient:
     # ------------------------------------------------------------------ writes
 
     def pay_invoice(
-        self, invoice_id: str, *, idempotency_key: str, payment_method_id: str | None = None
+        self,
+        invoice_id: str,
+        *,
+        idempotency_key: str,
+        payment_method_id: str | None = None,
+        replay: bool = False,
     ) -> PayResult:
+        """Pay an open invoice. `replay`: this key may have been sent before (a step re-run after a
+        crash), so skip the "already settled" pre-check and let Stripe answer the key: its stored
+        result if the first request got through, a fresh pay (or "already paid") if it did not."""
         options = self._opts(idempotency_key)
         before = self.get_invoice(invoice_id)
-        if before.status in SETTLED:
+        if before.status in SETTLED and not replay:
             return PayResult("already_settled", before, message=f"invoice is already {before.status.value}")
         params: dict[str, Any] = {}
         if payment_method_id:

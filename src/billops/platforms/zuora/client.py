@@ -389,7 +389,12 @@ class ZuoraPlatformClient:
     # ------------------------------------------------------------------ writes: pay
 
     def pay_invoice(
-        self, invoice_id: str, *, idempotency_key: str, payment_method_id: str | None = None
+        self,
+        invoice_id: str,
+        *,
+        idempotency_key: str,
+        payment_method_id: str | None = None,
+        replay: bool = False,  # nothing more to do: the ledger answers a key it has seen
     ) -> PayResult:
         key = self._key(idempotency_key)
         before = self.get_invoice(invoice_id)
