@@ -8,6 +8,7 @@ process with a message that names the field.
 from __future__ import annotations
 
 import hashlib
+import re
 import socket
 import threading
 from functools import lru_cache
@@ -133,11 +134,46 @@ class Settings(BaseSettings):
         "<data_dir>/console.key (give every worker the same key when several serve the console).",
     )
     session_hours: float = Field(default=12, gt=0, le=24 * 30, description="Console session lifetime.")
+    # Login throttling and token keys (docs/access.md, "Login throttling"; governance/login_throttle.py):
+    # exponential back-off per (account, client), per client and per account instead of a hard lock.
     login_max_failures: int = Field(
-        default=5, ge=1, le=100, description="Failed console logins in a row before the account locks."
+        default=5,
+        ge=1,
+        le=100,
+        description="Failed logins of one account from one client before that pair backs off (1 s, 2 s, …).",
     )
     login_lockout_minutes: float = Field(
-        default=15, gt=0, description="How long a locked account stays locked."
+        default=15, gt=0, le=24 * 60, description="Longest back-off of an (account, client) pair or a client."
+    )
+    login_client_max_failures: int = Field(
+        default=20,
+        ge=1,
+        le=10_000,
+        description="Failed logins from one client, over all accounts, before it backs off.",
+    )
+    login_account_max_failures: int = Field(
+        default=100,
+        ge=1,
+        le=100_000,
+        description="Failed logins of one account from every client before new clients are slowed.",
+    )
+    login_account_max_delay_seconds: float = Field(
+        default=30,
+        ge=0,
+        le=3600,
+        description="Longest slow-down of the per-account ceiling (it never locks).",
+    )
+    login_failure_window_minutes: float = Field(
+        default=60,
+        gt=0,
+        le=7 * 24 * 60,
+        description="Failures are forgotten after this long without one; at most one audit record per "
+        "(account, client) per window.",
+    )
+    token_key: SecretStr | None = Field(
+        default=None,
+        description="Key of the HMAC-SHA256 that API token secrets are stored under (32+ characters). "
+        "Default: a random key kept in <data_dir>/token.key (give every worker the same key).",
     )
     token_max_days: int = Field(default=365, ge=1, le=3650, description="Longest lifetime of an API token.")
     secure_cookies: bool = Field(
@@ -208,6 +244,14 @@ class Settings(BaseSettings):
 
     webhook_tolerance_seconds: int = Field(default=300, ge=1, le=3600)
     webhook_max_bytes: int = Field(default=512 * 1024, ge=1024)
+    # Hostile webhook input (billops/ingest/body.py, docs/operations.md "Hostile input"): how deeply a
+    # webhook body may nest arrays and objects (checked before parsing, without recursion).
+    webhook_max_depth: int = Field(
+        default=64,
+        ge=8,
+        le=256,
+        description="Deepest nesting of arrays and objects in a webhook body (8–256); deeper is a 400.",
+    )
 
     # Channels (docs/channels.md). A channel without settings is off: its messages are recorded as
     # skipped with the reason, never lost silently.
@@ -263,10 +307,103 @@ class Settings(BaseSettings):
         "resumes that process's workflows. Give each worker on one host its own id.",
     )
     workflow_version: str = Field(
-        default="billops-wf-2",  # wf-2: messages delivered, drafts redrafted, the team notified
+        # wf-2: messages delivered, drafts redrafted, the team notified; wf-3: every wait is one
+        # recorded recv whatever the clock says, listeners decided in a step (replay-deterministic)
+        default="billops-wf-3",
         description="DBOS application_version. Bump only when workflow code changes incompatibly.",
     )
     worker_concurrency: int = Field(default=8, ge=1, le=256)
+    # Database pool (durability; docs/operations.md "Database connections"): ONE pool per process,
+    # shared by the app and DBOS on PostgreSQL; a worker holds at most size + overflow + 1 connections.
+    db_pool_size: int = Field(default=10, ge=1, le=500, description="Connections kept open per process.")
+    db_max_overflow: int = Field(
+        default=10, ge=0, le=500, description="Extra connections a busy process may open beyond db_pool_size."
+    )
+
+    # Workflow operations: `billops workflows …`, the console's Workflows page, the alert (billops/ops/)
+    workflow_stuck_seconds: int = Field(
+        default=900,
+        ge=1,
+        le=7 * 86400,
+        description="A pending/enqueued workflow with no step and no timer due for this long is 'stuck'.",
+    )
+    workflow_watch_seconds: int = Field(
+        default=60,
+        description="How often the watcher looks for newly failed workflows to alert on (0: never). "
+        "A divisor of 60 (seconds) or a multiple of 60 that divides 3600 (minutes).",
+    )
+    workflow_alert_lookback_hours: float = Field(
+        default=168, gt=0, le=24 * 90, description="Only workflows that failed this recently are alerted."
+    )
+
+    @field_validator("workflow_watch_seconds")
+    @classmethod
+    def _watch_cron(cls, v: int) -> int:
+        if v == 0 or (1 <= v <= 60 and 60 % v == 0) or (v % 60 == 0 and v <= 3600 and 60 % (v // 60) == 0):
+            return v
+        raise ValueError(
+            "must be 0 (off), a divisor of 60 (1, 2, 5, 10, 15, 30, 60 seconds) or a multiple of 60 "
+            "dividing an hour (120, 300, 600, 900, 1800, 3600)"
+        )
+
+    # Audit chain keys and checkpoints (docs/audit.md; governance/audit_keys.py, audit_checkpoint.py)
+    audit_keys: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description='HMAC keys of the audit chain by key id: {"k2027": "<32+ characters>", "k2026": "…"}. '
+        "Default: a random key kept in <data_dir>/audit.keys (0600; `billops audit rotate-key`).",
+    )
+    audit_key_id: str | None = Field(
+        default=None, description="The key id new audit records are signed with (needed with several keys)."
+    )
+    audit_checkpoint_to: str | None = Field(
+        default=None,
+        description="Where `billops audit checkpoint` and the schedule write: a JSONL file path or "
+        "s3://bucket/prefix (pip install 'billops[s3]').",
+    )
+    audit_checkpoint_minutes: int = Field(
+        default=0,
+        description="Write a checkpoint every N minutes (a DBOS schedule; 0: off). A divisor of 60 or a "
+        "multiple of 60 that divides 1440.",
+    )
+    audit_s3_endpoint_url: str | None = Field(
+        default=None, description="S3-compatible endpoint (MinIO, Ceph, …); default: AWS."
+    )
+    audit_s3_region: str | None = Field(default=None, description="S3 region, if the store needs one.")
+    audit_legacy_until: int | None = Field(
+        default=None,
+        ge=0,
+        description="Only audit records up to this seq may be unkeyed (from before keying); 0 for an "
+        "install that never had any. Default: any unkeyed prefix is accepted (and reported).",
+    )
+
+    @model_validator(mode="after")
+    def _audit_settings(self) -> Settings:  # audit chain keys and checkpoints
+        for kid, secret in self.audit_keys.items():
+            if not re.fullmatch(r"[A-Za-z0-9._-]{1,40}", kid):
+                raise ValueError(f"audit_keys: key id {kid!r} must be 1-40 of A-Z a-z 0-9 . _ -")
+            if len(secret.get_secret_value()) < 32:
+                raise ValueError(f"audit_keys: the key {kid!r} needs at least 32 characters")
+        if self.audit_key_id is not None and self.audit_key_id not in self.audit_keys:
+            raise ValueError(f"audit_key_id {self.audit_key_id!r} is not a key id in audit_keys")
+        if len(self.audit_keys) > 1 and self.audit_key_id is None:
+            raise ValueError("audit_key_id must name the key that signs new records (audit_keys has several)")
+        m = self.audit_checkpoint_minutes
+        if not (m == 0 or (1 <= m <= 60 and 60 % m == 0) or (m % 60 == 0 and 1440 % m == 0)):
+            raise ValueError(
+                "audit_checkpoint_minutes must be 0 (off), a divisor of 60 (1, 2, 5, 10, 15, 30, 60) or a "
+                "multiple of 60 dividing a day (120, 180, 240, 360, 480, 720, 1440)"
+            )
+        if m and not self.audit_checkpoint_to:
+            raise ValueError("audit_checkpoint_minutes needs audit_checkpoint_to (a file or s3:// URL)")
+        if self.audit_checkpoint_to and "://" in self.audit_checkpoint_to[:12] and not (
+            self.audit_checkpoint_to.startswith("s3://")
+        ):
+            raise ValueError("audit_checkpoint_to must be a file path or an s3://bucket/prefix URL")
+        if self.audit_checkpoint_to and self.audit_checkpoint_to.startswith("s3://"):
+            bucket = self.audit_checkpoint_to[5:].split("/", 1)[0]
+            if not bucket:
+                raise ValueError("audit_checkpoint_to: an s3:// URL needs a bucket (s3://bucket/prefix)")
+        return self
 
     log_level: str = "INFO"
     log_json: bool = False
@@ -295,6 +432,13 @@ class Settings(BaseSettings):
                         f"Chargebee endpoint {endpoint!r}: credentials must be 'user:password' with a "
                         "password of at least 12 characters"
                     )
+        return v
+
+    @field_validator("token_key")
+    @classmethod
+    def _token_key_long_enough(cls, v: SecretStr | None) -> SecretStr | None:  # login throttling / token keys
+        if v is not None and len(v.get_secret_value()) < 32:
+            raise ValueError("the token key needs at least 32 characters (e.g. `openssl rand -base64 48`)")
         return v
 
     @field_validator("recurly_webhook_keys")
@@ -460,7 +604,11 @@ class ApprovalPolicy(_Strict):
 
 
 class Policy(_Strict):
-    version: str
+    # Used as a file name (<data_dir>/policy-history/<version>+<digest>.yaml): no "/", "..", spaces.
+    version: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+        description="Your name for this policy: 1-64 of A-Z a-z 0-9 . _ -, starting with a letter or digit.",
+    )
     modes: dict[Literal["recovery"], WorkflowModes] = Field(
         default_factory=lambda: {"recovery": WorkflowModes()}  # type: ignore[arg-type]
     )
@@ -497,11 +645,35 @@ class Policy(_Strict):
         return self.modes.get(workflow) or WorkflowModes()
 
 
+POLICY_MAX_DEPTH = 32  # the deepest real policy nests ~6 levels; the YAML composer recurses per level
+
+
+def _yaml_depth_over(text: str, limit: int) -> bool:
+    """Whether `text` nests lists/maps deeper than `limit`, counted on the parser's event stream
+    (iterative, unlike the composer, which raises RecursionError on ~1,000 levels)."""
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > limit:
+                return True
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+    return False
+
+
 def parse_policy(text: str, source: str) -> Policy:
     try:
+        if _yaml_depth_over(text, POLICY_MAX_DEPTH):
+            raise ConfigError(
+                f"policy file {source}: not valid YAML: nested too deeply "
+                f"(more than {POLICY_MAX_DEPTH} levels of lists or mappings)"
+            )
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"policy file {source}: not valid YAML: {exc}") from exc
+    except RecursionError:  # belt and braces: the depth check above should already have refused it
+        raise ConfigError(f"policy file {source}: not valid YAML: nested too deeply") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"policy file {source}: expected a mapping at the top level")
     raw.pop("digest", None)
