@@ -5,8 +5,10 @@
 1. `guardrails.check_action` (kill switch, caps, rate limits, quiet hours) with `--rows` earlier
    governed actions in the table (spread over 30 days and 5,000 customers): the check every action
    pays before it runs, as p50/p95 in milliseconds.
-2. An API request with a bearer token through the real app (TestClient, in-process): the first request
-   pays argon2 verification, later ones hit the in-memory cache (revocation is still read each time).
+2. An API request with a bearer token through the real app (TestClient, in-process). Token secrets are
+   verified with a keyed HMAC-SHA256 (governance/token_secrets.py), no argon2 and no cache: every request
+   pays the same hash and reads the token's revocation, expiry and role from the database. The first
+   request also pays the app's warm-up.
 
 Prints one JSON line per measurement. Default database: a temporary SQLite file.
 """
@@ -133,9 +135,9 @@ def main() -> None:
                     "measure": "api_request_with_token",
                     "route": "GET /api/me",
                     "requests": args.requests,
-                    "first_ms_argon2": round(lat[0], 1),
-                    "cached_p50_ms": round(statistics.median(lat[1:]), 3),
-                    "cached_p95_ms": round(pct(lat[1:], 0.95), 3),
+                    "first_ms": round(lat[0], 1),
+                    "later_p50_ms": round(statistics.median(lat[1:]), 3),
+                    "later_p95_ms": round(pct(lat[1:], 0.95), 3),
                 }
             )
         )

@@ -51,7 +51,7 @@ class Received:
 
     @property
     def message(self) -> EmailMessage:
-        return message_from_bytes(self.raw, policy=email_policy.default)  # type: ignore[return-value]
+        return message_from_bytes(self.raw, policy=email_policy.default)
 
     def part(self, subtype: str) -> str:
         """The decoded text/<subtype> part (plain or html)."""

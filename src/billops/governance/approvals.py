@@ -58,9 +58,21 @@ class ApprovalEdits(BaseModel):
         return self.retries is None and not self.messages and not self.drop_actions
 
 
+_ID_MAX = 2_147_483_647  # an integer column on PostgreSQL (access.DB_INT_MAX): no larger id exists
+_UNSTORABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")  # control characters, lone surrogates
+
+
 def _find(s: Any, ref: str) -> Approval:
     q = sa.select(Approval)
-    q = q.where(Approval.id == int(ref)) if ref.isdigit() else q.where(Approval.workflow_id == ref)
+    if ref.isascii() and ref.isdigit():  # str.isdigit alone also accepts "²", "٣", … which int() refuses
+        # cannot exist; querying it would overflow the column on PostgreSQL (and int() refuses 4,300+ digits)
+        if len(ref.lstrip("0")) > len(str(_ID_MAX)) or int(ref) > _ID_MAX:
+            raise NotFound(f"no approval {ref!r}")
+        q = q.where(Approval.id == int(ref))
+    elif 0 < len(ref) <= 300 and not _UNSTORABLE.search(ref):  # a workflow id, `platform:event_id`
+        q = q.where(Approval.workflow_id == ref)
+    else:  # too long, or NUL / a lone surrogate from argv: no workflow id holds one (ingest/limits.py),
+        raise NotFound(f"no approval {ref!r}")  # and PostgreSQL would refuse the query
     appr = s.scalar(q)
     if appr is None:
         raise NotFound(f"no approval {ref!r}")

@@ -54,9 +54,13 @@ def replace_policy(rt: Runtime, text: str, *, by: str) -> dict[str, Any]:
             f"the content changed but the version did not: bump `version` (now {old.version!r})", 422
         )
     path = policy_path(rt)
-    history = Path(rt.settings.data_dir) / "policy-history"
+    history = (Path(rt.settings.data_dir) / "policy-history").resolve()
+    # `version` is constrained to a safe file name (config.Policy); refuse anything outside the folder anyway
+    copy = (history / f"{new.version}+{new.digest[:10]}.yaml").resolve()
+    if copy.parent != history:
+        raise BillopsError(f"`version` {new.version!r} cannot be used as a file name", 422)
     history.mkdir(parents=True, exist_ok=True)
-    (history / f"{new.version}+{new.digest[:10]}.yaml").write_text(text, encoding="utf-8")
+    copy.write_text(text, encoding="utf-8")
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text, encoding="utf-8")
     with rt.db.session() as s:
