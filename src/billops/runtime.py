@@ -18,8 +18,9 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from billops.config import Policy, Settings, load_policy
+from billops.config import Settings
 from billops.errors import ConfigError
+from billops.policy import Policy, load_policy
 from billops.store.db import Database
 
 EVENTS_QUEUE = "billops-events"

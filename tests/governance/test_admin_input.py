@@ -22,8 +22,9 @@ import yaml
 from fastapi.testclient import TestClient
 
 from billops.app import create_app
-from billops.config import DEFAULT_POLICY_FILE, POLICY_MAX_DEPTH, Policy, parse_policy
+from billops.config import DEFAULT_POLICY_FILE
 from billops.errors import ConfigError
+from billops.policy import POLICY_MAX_DEPTH, Policy, parse_policy
 from billops.store.models import Approval, AuditRecord, Decision
 from support.auth import bearer, database, token_for
 

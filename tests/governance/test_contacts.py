@@ -19,10 +19,11 @@ from typer.testing import CliRunner
 
 from billops.app import create_app
 from billops.cli import app as cli
-from billops.config import DEFAULT_POLICY_FILE, Policy, parse_policy
+from billops.config import DEFAULT_POLICY_FILE
 from billops.errors import InputError
 from billops.governance import contacts, guardrails
 from billops.governance.rollout import Subject
+from billops.policy import Policy, parse_policy
 from billops.store.db import Database
 from billops.store.models import AuditRecord, ContactOptOut, Delivery
 from support.auth import auth_headers

@@ -11,10 +11,11 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from billops.config import DEFAULT_POLICY_FILE, Policy, parse_policy
+from billops.config import DEFAULT_POLICY_FILE
 from billops.governance import control, guardrails
 from billops.governance.rollout import Subject
 from billops.governance.schema import QuietHours
+from billops.policy import Policy, parse_policy
 from billops.store.db import Database
 from billops.store.models import Decision, GovernedAction
 

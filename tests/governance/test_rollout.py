@@ -14,9 +14,10 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from billops.cli import app as cli
-from billops.config import DEFAULT_POLICY_FILE, Policy, parse_policy
+from billops.config import DEFAULT_POLICY_FILE
 from billops.errors import ConfigError
 from billops.governance.rollout import Subject, resolve_mode, rollout_bucket
+from billops.policy import Policy, parse_policy
 
 
 def policy(modes: Any, **extra: Any) -> Policy:

@@ -6,9 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from billops.config import default_policy
 from billops.domain import CardInfo, Customer, Invoice, InvoiceStatus, PaymentAttempt, PaymentMethod
 from billops.domain.declines import load_taxonomy
+from billops.policy import default_policy
 from billops.recovery.decision import decide
 from billops.recovery.features import RecoveryContext
 from billops.recovery.planner import load_network_rules, plan_retries

@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from billops.config import load_policy
 from billops.errors import ConfigError, InputError
+from billops.policy import load_policy
 from billops.recovery.cli import plan_rows
 from billops.recovery.evaluate import FIXED, backtest
 from billops.recovery.model import (

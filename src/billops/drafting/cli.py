@@ -16,7 +16,8 @@ drafting_app = typer.Typer(
 
 
 def _policy_and_settings():  # type: ignore[no-untyped-def]
-    from billops.config import Settings, load_policy
+    from billops.config import Settings
+    from billops.policy import load_policy
 
     settings = Settings()
     return load_policy(settings.policy_file), settings

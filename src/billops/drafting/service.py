@@ -20,7 +20,7 @@ from typing import Any
 from dbos import DBOS
 from pydantic import BaseModel
 
-from billops.config import Policy, Settings
+from billops.config import Settings
 from billops.drafting import llm
 from billops.drafting.budget import record_usage, tokens_used_today
 from billops.drafting.grounding import check
@@ -41,6 +41,7 @@ from billops.drafting.schema import (
 )
 from billops.drafting.templates import load_template_set
 from billops.errors import InputError
+from billops.policy import Policy
 
 RETRY_PROMPT = (
     "Your draft had these problems:\n{problems}\n\n"

@@ -39,10 +39,11 @@ def policy_check(
 ) -> None:
     """Validate a policy file and show which mode and guardrails apply to a sample customer, and why."""
     from billops.cli import settings
-    from billops.config import DEFAULT_POLICY_FILE, parse_policy
+    from billops.config import DEFAULT_POLICY_FILE
     from billops.errors import ConfigError
     from billops.governance.explain import explain
     from billops.governance.rollout import Subject
+    from billops.policy import parse_policy
 
     path = file or settings().policy_file or DEFAULT_POLICY_FILE
     try:

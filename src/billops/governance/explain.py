@@ -6,10 +6,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from billops.config import Policy
 from billops.domain import Money
 from billops.governance.guardrails import quiet_until
 from billops.governance.rollout import Subject, resolve_mode
+from billops.policy import Policy
 
 
 def explain(

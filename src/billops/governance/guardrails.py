@@ -28,10 +28,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from billops.config import Policy
 from billops.governance import control
 from billops.governance.rollout import Subject
 from billops.governance.schema import MESSAGE_ACTIONS, MONEY_ACTIONS, QuietHours
+from billops.policy import Policy
 from billops.store.models import Decision, Delivery, GovernedAction
 
 Effect = Literal["allow", "approval", "block", "defer"]

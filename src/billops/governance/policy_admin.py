@@ -12,9 +12,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from billops.config import DEFAULT_POLICY_FILE, parse_policy
+from billops.config import DEFAULT_POLICY_FILE
 from billops.errors import BillopsError, ConfigError, Conflict
 from billops.governance import audit
+from billops.policy import parse_policy
 from billops.runtime import Runtime
 
 

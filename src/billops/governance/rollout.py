@@ -8,8 +8,8 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from billops.config import Policy
 from billops.governance.schema import Mode, Segment
+from billops.policy import Policy
 
 
 @dataclass(frozen=True)

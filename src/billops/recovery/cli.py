@@ -221,7 +221,7 @@ def plan_cmd(
 ) -> None:
     """Plan retry times, score and route for each failure. Retries obey the network rules file."""
     from billops.cli import settings
-    from billops.config import load_policy
+    from billops.policy import load_policy
     from billops.recovery.data import read_attempts, read_failures, write_jsonl
     from billops.recovery.model import load_model
     from billops.recovery.planner import load_network_rules
@@ -335,7 +335,7 @@ def evaluate_cmd(
     against fixed schedules (Polar 2/7/14/21 d, Kill Bill 8/8/8 d, 8 tries in 14 d) with common random
     numbers in the simulator."""
     from billops.cli import settings
-    from billops.config import load_policy
+    from billops.policy import load_policy
     from billops.recovery.evaluate import evaluate
     from billops.recovery.model import load_model
 

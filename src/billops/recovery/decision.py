@@ -17,11 +17,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from billops.config import Policy
 from billops.domain import DeclineCategory
 from billops.drafting.facts import build_facts
 from billops.drafting.service import template_draft
 from billops.drafting.templates import load_template_set
+from billops.policy import Policy
 from billops.recovery.features import RecoveryContext, RecoveryFeatures, build_features
 from billops.recovery.model import RecoveryModel
 from billops.recovery.planner import NetworkRules, RetryPlan, plan_retries

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from billops.config import Policy
+from billops.policy import Policy
 from billops.recovery.model import CustomerHistory, RecoveryModel, feature_matrix, prepare, training_examples
 from billops.recovery.planner import load_network_rules
 from billops.recovery.training import metrics

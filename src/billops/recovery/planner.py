@@ -17,9 +17,9 @@ from typing import Any
 
 import yaml
 
-from billops.config import RecoveryPolicy
 from billops.domain import Decline, DeclineCategory, PaymentAttempt
 from billops.errors import ConfigError
+from billops.policy import RecoveryPolicy
 
 BUILTIN = Path(__file__).resolve().parent.parent / "data" / "network_rules.yaml"
 

@@ -33,7 +33,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pandas as pd
 
-from billops.config import RecoveryPolicy
+from billops.policy import RecoveryPolicy
 from billops.recovery.data import ATTEMPT_COLUMNS
 from billops.recovery.model import (
     FEATURES,
