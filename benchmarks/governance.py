@@ -38,9 +38,9 @@ def main() -> None:
     ap.add_argument("--database-url")
     args = ap.parse_args()
 
-    from billops.config import load_policy
     from billops.governance import guardrails
     from billops.governance.rollout import Subject
+    from billops.policy import load_policy
     from billops.store.db import Database
     from billops.store.models import GovernedAction
 

@@ -55,11 +55,12 @@ def main() -> None:
     from billops.actions.settings import OutboundWebhook
     from billops.actions.sms import send_sms
     from billops.actions.webhooks import deliver_webhook, new_secret
-    from billops.config import Settings, load_policy
+    from billops.config import Settings
     from billops.drafting.grounding import check
     from billops.drafting.privacy import redact
     from billops.drafting.schema import output_model
     from billops.drafting.service import template_draft
+    from billops.policy import load_policy
     from support.channels import running_smtp, scripted, twilio_created
     from support.llm import sample
 

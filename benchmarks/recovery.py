@@ -176,7 +176,7 @@ def phase_train(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
 
 def phase_plan(args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    from billops.config import load_policy
+    from billops.policy import load_policy
     from billops.recovery.cli import plan_rows
     from billops.recovery.data import read_attempts, read_failures
     from billops.recovery.model import load_model
@@ -233,7 +233,7 @@ def phase_plan(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
 
 def phase_evaluate(args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    from billops.config import load_policy
+    from billops.policy import load_policy
     from billops.recovery.evaluate import backtest
     from billops.recovery.model import load_model
 
