@@ -131,10 +131,20 @@ def test_forged_or_rolled_back_checkpoint_store_is_reported(
     cps.write_text(first + "\n" + json.dumps(forged) + "\n")
     r = cli(db, keys, "audit", "verify", "--checkpoint", str(cps))
     assert r.exit_code == 1 and "signature does not match" in r.output
-    # the store itself rolled back (lines swapped): reported, the older one still checked
+    # the database rolled back (restored from a backup) under a later checkpoint: a checkpoint taken
+    # after another one but at a lower seq is reported, whatever order the store lists them in
+    older = json.loads(first)
+    later = audit_checkpoint.signed(
+        audit_keys.keyring(keys), seq=older["seq"], hash=older["hash"], record_at=older["record_at"],
+        at=datetime.now(UTC),
+    )
+    for lines in ([first, second, later.to_json()], [later.to_json(), first, second]):
+        cps.write_text("\n".join(lines) + "\n")
+        r = cli(db, keys, "audit", "verify", "--checkpoint", str(cps))
+        assert r.exit_code == 1 and "rolled back" in r.output, r.output
+    # lines out of order but consistent in time and seq hide nothing: still intact
     cps.write_text(second + "\n" + first + "\n")
-    r = cli(db, keys, "audit", "verify", "--checkpoint", str(cps))
-    assert r.exit_code == 1 and "rolled back" in r.output
+    assert cli(db, keys, "audit", "verify", "--checkpoint", str(cps)).exit_code == 0
     # an empty or missing store proves nothing and says so
     r = cli(db, keys, "audit", "verify", "--checkpoint", str(tmp_path / "none.jsonl"))
     assert r.exit_code == 1 and "no checkpoint found" in r.output
@@ -207,7 +217,7 @@ def test_s3_checkpoints(db: Database, keys: Settings, s3: tuple[str, str]) -> No
     r = cli(db, keys, "audit", "verify", "--checkpoint", target)
     assert r.exit_code == 0 and "records 1..8 unchanged" in r.output, r.output
     # idempotent per scheduled time on S3 as well
-    t = datetime(2026, 12, 7, 3, 0, tzinfo=UTC)
+    t = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)  # this hour's slot (before now)
     with db.reader() as s:
         ring = audit_keys.keyring(keys)
         assert audit_checkpoint.take(s, store, ring, scheduled_for=t)[1] is True

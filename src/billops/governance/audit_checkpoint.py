@@ -233,19 +233,30 @@ def open_store(target: str | Path, settings: Settings | None = None) -> Store:
 def load(store: Store, ring: Keyring, *, last: int | None = None) -> tuple[list[Checkpoint], list[str]]:
     """Every checkpoint in the store (or the newest `last`) with a good signature, and a problem for
     each bad one and for a checkpoint whose seq goes back (the store or the database rolled back)."""
-    good: list[Checkpoint] = []
+    parsed: list[tuple[datetime, str, Checkpoint]] = []
     problems: list[str] = []
     for where, text in store.read(last):
         cp, problem = parse(text, ring, where)
         if problem:
             problems.append(problem)
         elif cp is not None:
-            if good and cp.seq < good[-1].seq:
-                problems.append(
-                    f"{where}: checkpoint of {cp.at} is at record {cp.seq}, behind the one before it "
-                    f"({good[-1].seq}): the checkpoint store or the database was rolled back"
-                )
-            good.append(cp)
+            try:
+                taken = datetime.fromisoformat(cp.at)
+            except ValueError:
+                problems.append(f"{where}: its time {cp.at[:40]!r} is not an ISO time")
+                continue
+            parsed.append((taken if taken.tzinfo else taken.replace(tzinfo=UTC), where, cp))
+    # In the order they were taken (a scheduled S3 object is named by its scheduled time, which can be
+    # earlier than a checkpoint taken by hand just before the schedule ran).
+    parsed.sort(key=lambda item: item[0])
+    good: list[Checkpoint] = []
+    for _, where, cp in parsed:
+        if good and cp.seq < good[-1].seq:
+            problems.append(
+                f"{where}: checkpoint of {cp.at} is at record {cp.seq}, behind the one before it "
+                f"({good[-1].seq}): the checkpoint store or the database was rolled back"
+            )
+        good.append(cp)
     return good, problems
 
 
