@@ -206,6 +206,11 @@ def retry_payment(workflow_id: str, n: int, payment_method_id: str | None) -> di
         dec = s.get(Decision, workflow_id, with_for_update=True)
         assert dec is not None
         platform, invoice_id = dec.platform, dec.invoice_id
+        recorded = dec.outcome.get(f"pay:{n}")
+        if recorded and _effect(s, workflow_id, f"record:pay:{n}:action.retry_payment") is not None:
+            # The first run got its answer and recorded it, then the worker died before DBOS recorded
+            # the step: the recorded answer is this pay's result (the platform is not asked again).
+            return dict(recorded)
         rerun = _effect(s, workflow_id, f"pay_sent:{n}") is not None
         if not rerun:
             _store_effect(s, workflow_id, f"pay_sent:{n}", {"at": datetime.now(UTC).isoformat()})
