@@ -7,9 +7,11 @@ never after it, and the candidate time enters only through its own calendar posi
 local time. The same feature code serves training rows and planning candidates, so the two cannot drift.
 
 Training examples are the retries of invoices whose first attempt failed, up to and including the first
-success. A "retry" that used different card data (another brand, expiry, funding or country than the
-attempt that failed) is not a blind retry but new card data: it is left out, because a planner can
-never choose it.
+success, whatever the decline (expired cards and other "needs new card data" codes included: card
+account updaters refresh many cards in place, so whether a retry at t recovers is a question for the
+data, not a rule). A retry on the same card with a new expiry is such an in-place refresh and is kept.
+A payment with another card (another brand, funding or country than the attempt that failed) is new
+card data the customer supplied, not a retry a planner could choose: it is left out.
 
 The artifact is a directory: `model.txt` (LightGBM), `calibration.json` (isotonic knots) and
 `manifest.json` (format, version, features and category vocabularies, training window, metrics,
@@ -24,7 +26,7 @@ import os
 import platform as _platform
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -34,65 +36,51 @@ import pandas as pd
 
 from billops.domain.declines import load_taxonomy
 from billops.errors import ConfigError, InputError
+from billops.recovery.retry_features import (
+    CATEGORICAL,
+    FEATURES,
+    LABELS,
+    NUMERIC,
+    WEEKDAYS,
+    CustomerHistory,
+    StaticFeatures,
+    assemble,
+    build_vocab,
+    encode,
+    feature_matrix,
+    local_fields,
+    local_parts,
+    static_features,
+)
+
+__all__ = [  # the features are defined in retry_features; the model's users find them here too
+    "CATEGORICAL",
+    "FEATURES",
+    "LABELS",
+    "NUMERIC",
+    "WEEKDAYS",
+    "CustomerHistory",
+    "StaticFeatures",
+    "assemble",
+    "build_vocab",
+    "encode",
+    "feature_matrix",
+    "local_fields",
+    "local_parts",
+    "static_features",
+]
+
 
 FORMAT = "billops-recovery-model/1"
+# The sequence model's one extra input: the success probabilities the retry model gave the invoice's
+# earlier retries, summed. Retries that failed at times the model liked are evidence that the invoice
+# will not be paid (no funds at all, a closed account): later chances are lower than the retry model
+# says, which averages over the history's own (often random) earlier retry times.
+SEQUENCE_FEATURE = "prior_expected_successes"
+FEATURES_SEQUENCE = [*FEATURES, SEQUENCE_FEATURE]
+IDENTITY_KNOTS = (np.array([0.0, 1.0]), np.array([0.0, 1.0]))
 MIN_EXAMPLES = 200  # fewer retries than this in the history: no model (the rules scorer stays in charge)
 
-CATEGORICAL = [
-    "decline_code",
-    "decline_category",
-    "network_advice_code",
-    "card_brand",
-    "card_funding",
-    "card_country",
-    "currency",
-]
-NUMERIC = [
-    "attempt_number",  # 2 = the first retry
-    "hours_since_first_failure",
-    "amount",
-    "months_to_expiry",
-    "tenure_days",
-    "past_successes",  # the customer's payments before this invoice failed
-    "past_failures",
-    "past_retry_successes",
-    "local_hour",  # the candidate time in the customer's time zone (UTC when unknown)
-    "local_weekday",
-    "local_day_of_month",
-    "days_to_month_end",
-    "days_since_likely_payday",  # 1st, 15th or last weekday of the month
-    "payday_dom_distance",  # to the nearest day of month on which this customer's retries used to succeed
-    "days_since_customer_payday",  # since the last such day of month
-    "success_weekday_share",  # share of the customer's retry successes on this weekday
-]
-FEATURES = CATEGORICAL + NUMERIC
-
-LABELS = {
-    "decline_code": "decline code",
-    "decline_category": "decline category",
-    "network_advice_code": "network advice code",
-    "card_brand": "card brand",
-    "card_funding": "card funding",
-    "card_country": "card country",
-    "currency": "currency",
-    "attempt_number": "attempt number",
-    "hours_since_first_failure": "hours since the first failure",
-    "amount": "amount",
-    "months_to_expiry": "months to card expiry",
-    "tenure_days": "customer tenure (days)",
-    "past_successes": "earlier successful payments",
-    "past_failures": "earlier failed payments",
-    "past_retry_successes": "earlier retries that succeeded",
-    "local_hour": "local hour",
-    "local_weekday": "local weekday",
-    "local_day_of_month": "local day of month",
-    "days_to_month_end": "days to month end",
-    "days_since_likely_payday": "days since a likely payday",
-    "payday_dom_distance": "days from this customer's usual paying day",
-    "days_since_customer_payday": "days since this customer's usual paying day",
-    "success_weekday_share": "share of this customer's recoveries on this weekday",
-}
-WEEKDAYS = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
 PARAMS: dict[str, Any] = {
     "objective": "binary",
     "learning_rate": 0.15,  # 0.08 gave AUC +0.002 for 2.3× the trees (and the planning time)
@@ -139,279 +127,6 @@ def categories(codes: pd.Series, macs: pd.Series, brands: pd.Series) -> pd.DataF
     return out[["decline_category", "never_retry", "wait_hours"]]
 
 
-def local_fields(at: np.ndarray, codes: np.ndarray, zones: list[str]) -> dict[str, np.ndarray]:
-    """Hour, weekday (Mon 0), day of month, days in the month and in the previous month, of UTC times
-    `at` (naive datetime64) in each row's zone (`zones[codes[r]]`, "" or unknown = UTC)."""
-    at = np.asarray(at).astype("datetime64[s]")
-    local = at.copy()
-    order = np.argsort(codes, kind="stable")
-    bounds = np.searchsorted(codes[order], np.arange(len(zones) + 1))
-    for z, zone in enumerate(zones):
-        pos = order[bounds[z] : bounds[z + 1]]
-        if not len(pos) or not zone or zone == "UTC":
-            continue
-        try:
-            idx = pd.DatetimeIndex(at[pos].astype("datetime64[ns]")).tz_localize("UTC").tz_convert(zone)
-        except Exception:  # an unknown zone (validated on input; the mirror may still hold one): UTC
-            continue
-        local[pos] = idx.tz_localize(None).to_numpy().astype("datetime64[s]")
-    days = local.astype("datetime64[D]")
-    month = days.astype("datetime64[M]")
-    first = month.astype("datetime64[D]")
-    return {
-        "hour": ((local - days).astype(np.int64) // 3600),
-        "weekday": (days.astype(np.int64) + 3) % 7,
-        "day": (days - first).astype(np.int64) + 1,
-        "dim": ((month + 1).astype("datetime64[D]") - first).astype(np.int64),
-        "pdim": (first - (month - 1).astype("datetime64[D]")).astype(np.int64),
-    }
-
-
-def local_parts(at: pd.Series, tz: pd.Series) -> pd.DataFrame:
-    """`local_fields` for a Series of times and a Series of zone names."""
-    codes, zones = pd.factorize(pd.Series(tz).fillna("").astype(str).to_numpy())
-    return pd.DataFrame(local_fields(_naive_utc(at).to_numpy(), codes, [str(z) for z in zones]))
-
-
-@dataclass
-class CustomerHistory:
-    """Per-customer running aggregates of an attempts table, queryable as of any time (strictly before)."""
-
-    totals: pd.DataFrame  # customer_id, t, past_successes, past_failures (inclusive cumulative at t)
-    retry_wins: pd.DataFrame  # customer_id, t, past_retry_successes, dom_mask, wd0..wd6
-
-    @classmethod
-    def build(cls, attempts: pd.DataFrame) -> CustomerHistory:
-        a = attempts[["customer_id", "invoice_id", "attempted_at", "outcome", "customer_timezone"]]
-        a = a.assign(attempted_at=_naive_utc(a["attempted_at"])).sort_values(["attempted_at"], kind="stable")
-        succ = (a["outcome"] == "succeeded").to_numpy()
-        is_retry = a.groupby("invoice_id", sort=False).cumcount().to_numpy() > 0
-        g = pd.DataFrame(
-            {
-                "customer_id": a["customer_id"].to_numpy(),
-                "t": a["attempted_at"].to_numpy(),
-                "s": succ.astype(np.int64),
-                "f": (~succ).astype(np.int64),
-            }
-        )
-        cum = g.groupby("customer_id", sort=False)[["s", "f"]].cumsum()
-        totals = pd.DataFrame(
-            {
-                "customer_id": g["customer_id"],
-                "t": g["t"],
-                "past_successes": cum["s"],
-                "past_failures": cum["f"],
-            }
-        )
-        wins = a[succ & is_retry]
-        parts = local_parts(
-            wins["attempted_at"].reset_index(drop=True), wins["customer_timezone"].reset_index(drop=True)
-        )
-        w = pd.DataFrame(
-            {"customer_id": wins["customer_id"].to_numpy(), "t": wins["attempted_at"].to_numpy()}
-        )
-        w["one"] = 1
-        for b in range(31):
-            w[f"d{b}"] = (parts["day"].to_numpy() == b + 1).astype(np.int64)
-        for d in range(7):
-            w[f"wd{d}"] = (parts["weekday"].to_numpy() == d).astype(np.int64)
-        cols = ["one", *[f"d{b}" for b in range(31)], *[f"wd{d}" for d in range(7)]]
-        c = w.groupby("customer_id", sort=False)[cols].cumsum() if len(w) else w[cols]
-        mask = np.zeros(len(w), dtype=np.int64)
-        for b in range(31):
-            mask |= (c[f"d{b}"].to_numpy() > 0).astype(np.int64) << b
-        retry_wins = pd.DataFrame(
-            {"customer_id": w["customer_id"], "t": w["t"], "past_retry_successes": c["one"], "dom_mask": mask}
-        )
-        for d in range(7):
-            retry_wins[f"wd{d}"] = c[f"wd{d}"].to_numpy()
-        # Sorted by time and keyed by object-dtype ids once, so that every `as_of` merges directly.
-        totals = totals.assign(customer_id=totals["customer_id"].astype(object)).sort_values(
-            "t", kind="stable"
-        )
-        retry_wins = retry_wins.assign(customer_id=retry_wins["customer_id"].astype(object)).sort_values(
-            "t", kind="stable"
-        )
-        return cls(totals=totals.reset_index(drop=True), retry_wins=retry_wins.reset_index(drop=True))
-
-    def as_of(self, customer_ids: pd.Series, times: pd.Series) -> pd.DataFrame:
-        """Aggregates over each customer's attempts strictly before the given time, row-aligned."""
-        q = pd.DataFrame(
-            {"customer_id": customer_ids.astype(str).to_numpy(), "t": _naive_utc(times).to_numpy()}
-        )
-        q["_row"] = np.arange(len(q))
-        q = q.sort_values("t", kind="stable")
-        # One key type on all sides (pandas may infer its string dtype on one side and object on another).
-        q["customer_id"] = q["customer_id"].astype(object)
-        out = pd.merge_asof(
-            q,
-            self.totals,
-            on="t",
-            by="customer_id",
-            allow_exact_matches=False,
-        )
-        out = pd.merge_asof(
-            out,
-            self.retry_wins,
-            on="t",
-            by="customer_id",
-            allow_exact_matches=False,
-        )
-        out = out.sort_values("_row").reset_index(drop=True)
-        for col in ["past_successes", "past_failures", "past_retry_successes", "dom_mask", *_WD]:
-            out[col] = out[col].fillna(0).astype(np.int64)
-        return out.drop(columns=["t", "_row", "customer_id"])
-
-
-_WD = [f"wd{d}" for d in range(7)]
-
-
-def _naive_utc(values: Any) -> pd.Series:
-    """Any times (aware, naive = UTC, strings, datetimes) as naive UTC datetime64[ns]."""
-    t = pd.to_datetime(pd.Series(values), utc=True, format="ISO8601")  # keeps a Series' index
-    return t.dt.tz_localize(None).astype("datetime64[ns]")
-
-
-# ---------------------------------------------------------------------------------------------- features
-
-
-@dataclass
-class StaticFeatures:
-    """The parts of the features fixed per failure, computed once; times and attempt numbers vary."""
-
-    x: np.ndarray  # (n, len(FEATURES)); time-dependent columns are filled by `assemble`
-    tz_codes: np.ndarray  # index into `zones` per failure
-    zones: list[str]  # IANA zone names ("" = UTC)
-    first: np.ndarray  # first failure, epoch seconds
-    exp_m: np.ndarray
-    exp_y: np.ndarray
-    created: np.ndarray  # customer created, epoch seconds (NaN unknown)
-    mask: np.ndarray  # day-of-month bitmask of the customer's retry successes
-    wd: np.ndarray  # (n, 7) weekday counts of the customer's retry successes
-
-
-def _epoch(values: Any) -> np.ndarray:
-    t = pd.to_datetime(pd.Series(values).reset_index(drop=True), utc=True)
-    out = (t.dt.tz_localize(None).to_numpy().astype("datetime64[s]").astype(np.int64)).astype(np.float64)
-    out[t.isna().to_numpy()] = np.nan
-    return out
-
-
-def static_features(rows: pd.DataFrame, vocab: dict[str, list[str]]) -> StaticFeatures:
-    """`rows` carries the failure's decline_code / network_advice_code / decline_category, card_brand,
-    card_funding, card_country, card_exp_month, card_exp_year, currency, amount, customer_timezone,
-    customer_created_at, first_failed_at and the history aggregates of `CustomerHistory.as_of`."""
-    n = len(rows)
-    x = np.full((n, len(FEATURES)), np.nan, dtype=np.float64)
-    for i, name in enumerate(CATEGORICAL):
-        x[:, i] = encode(rows[name], vocab[name])
-    col = {name: len(CATEGORICAL) + j for j, name in enumerate(NUMERIC)}
-    tz_codes, zones = pd.factorize(rows["customer_timezone"].fillna("").astype(str).to_numpy())
-    x[:, col["amount"]] = rows["amount"].to_numpy(dtype=np.float64)
-    for name in ("past_successes", "past_failures", "past_retry_successes"):
-        x[:, col[name]] = rows[name].to_numpy(dtype=np.float64)
-    return StaticFeatures(
-        x=x,
-        tz_codes=tz_codes,
-        zones=[str(z) for z in zones],
-        first=_epoch(rows["first_failed_at"]),
-        exp_m=pd.to_numeric(rows["card_exp_month"], errors="coerce").to_numpy(dtype=np.float64),
-        exp_y=pd.to_numeric(rows["card_exp_year"], errors="coerce").to_numpy(dtype=np.float64),
-        created=_epoch(rows["customer_created_at"]),
-        mask=rows["dom_mask"].to_numpy(dtype=np.int64),
-        wd=rows[_WD].to_numpy(dtype=np.float64),
-    )
-
-
-_COL = {name: len(CATEGORICAL) + j for j, name in enumerate(NUMERIC)}
-
-
-def assemble(st: StaticFeatures, fi: np.ndarray, at: np.ndarray, attempt: np.ndarray) -> np.ndarray:
-    """Feature rows for failure `fi[r]` retried at `at[r]` (datetime64, UTC) as attempt `attempt[r]`."""
-    n = len(fi)
-    x = st.x[fi]  # fancy indexing: already a copy
-    at64 = np.asarray(at).astype("datetime64[s]")
-    sec = at64.astype(np.int64).astype(np.float64)
-    parts = local_fields(at64, st.tz_codes[fi], st.zones)
-    hour, weekday, day, dim, pdim = (parts[c] for c in ("hour", "weekday", "day", "dim", "pdim"))
-    ym = at64.astype("datetime64[M]").astype(np.int64)
-    at_y, at_m = ym // 12 + 1970, ym % 12 + 1
-    x[:, _COL["attempt_number"]] = attempt
-    x[:, _COL["hours_since_first_failure"]] = (sec - st.first[fi]) / 3600.0
-    x[:, _COL["months_to_expiry"]] = (st.exp_y[fi] - at_y) * 12 + (st.exp_m[fi] - at_m)
-    x[:, _COL["tenure_days"]] = (sec - st.created[fi]) / 86400.0
-    x[:, _COL["local_hour"]] = hour
-    x[:, _COL["local_weekday"]] = weekday
-    x[:, _COL["local_day_of_month"]] = day
-    x[:, _COL["days_to_month_end"]] = dim - day
-    x[:, _COL["days_since_likely_payday"]] = _days_since_likely_payday(day, weekday, dim)
-    mask_all = st.mask[fi]
-    dist = np.full(n, np.nan)
-    since = np.full(n, np.nan)
-    rows = np.nonzero(mask_all != 0)[0]  # only customers whose retries succeeded before
-    if len(rows):
-        mask, d_r, pd_r = mask_all[rows], day[rows], pdim[rows]
-        best = np.full(len(rows), 99, dtype=np.int64)
-        for b in range(31):
-            on = ((mask >> b) & 1).astype(bool)
-            d = np.abs(d_r - (b + 1))
-            best = np.where(on, np.minimum(best, np.minimum(d, 31 - d)), best)
-        dist[rows] = best
-        back = np.full(len(rows), 99, dtype=np.int64)
-        for k in range(30, -1, -1):
-            dom = np.clip(np.where(d_r - k >= 1, d_r - k, d_r - k + pd_r), 1, 31)
-            back = np.where(((mask >> (dom - 1)) & 1).astype(bool), k, back)
-        since[rows] = np.where(back < 99, back, np.nan)
-    x[:, _COL["payday_dom_distance"]] = dist
-    x[:, _COL["days_since_customer_payday"]] = since
-    wd = st.wd[fi]
-    total = wd.sum(axis=1)
-    share = np.take_along_axis(wd, weekday.reshape(-1, 1), axis=1)[:, 0]
-    x[:, _COL["success_weekday_share"]] = np.where(total > 0, share / np.maximum(total, 1), np.nan)
-    return x
-
-
-def feature_matrix(rows: pd.DataFrame, vocab: dict[str, list[str]]) -> np.ndarray:
-    """The model's input for rows that each carry their own time `at` and `attempt_number`."""
-    st = static_features(rows, vocab)
-    at = pd.to_datetime(rows["at"], utc=True).dt.tz_localize(None).to_numpy()
-    return assemble(st, np.arange(len(rows)), at, rows["attempt_number"].to_numpy(dtype=np.float64))
-
-
-def _days_since_likely_payday(day: np.ndarray, weekday: np.ndarray, dim: np.ndarray) -> np.ndarray:
-    """Days since the latest 1st, 15th or last weekday of a month, at or before the local date."""
-    since_first = day - 1
-    since_15 = np.where(day >= 15, day - 15, 10_000)
-    # Last weekday of this month.
-    wd_last = (weekday + (dim - day)) % 7
-    back = np.where(wd_last == 5, 1, np.where(wd_last == 6, 2, 0))
-    lwd = dim - back
-    since_lwd = np.where(day >= lwd, day - lwd, 10_000)
-    # Last weekday of the previous month: the day before the 1st is `day` days ago.
-    wd_prev_last = (weekday - day) % 7
-    back_prev = np.where(wd_prev_last == 5, 1, np.where(wd_prev_last == 6, 2, 0))
-    since_prev = day + back_prev
-    return np.minimum.reduce([since_first, since_15, since_lwd, since_prev])
-
-
-def encode(values: pd.Series, vocab: list[str]) -> np.ndarray:
-    """Category codes by the artifact's vocabulary; values it never saw share the code of "other"."""
-    index = {v: i for i, v in enumerate(vocab)}
-    other = index.get("other", len(vocab))
-    codes, uniq = pd.factorize(pd.Series(values).fillna("").astype(str), sort=False)
-    table = np.array([index.get(u, other) for u in uniq], dtype=np.float64)
-    return table[codes] if len(uniq) else np.zeros(len(codes))
-
-
-def build_vocab(rows: pd.DataFrame, min_count: int = 20) -> dict[str, list[str]]:
-    vocab = {}
-    for name in CATEGORICAL:
-        counts = rows[name].fillna("").astype(str).value_counts()
-        keep = sorted(v for v, c in counts.items() if c >= min_count and v != "other")
-        vocab[name] = [*keep, "other"]
-    return vocab
-
-
 # ---------------------------------------------------------------------------------------------- examples
 
 
@@ -425,21 +140,33 @@ def training_examples(attempts: pd.DataFrame) -> pd.DataFrame:
     wins_before = succ.groupby(a["invoice_id"]).cumsum() - succ
     first_failed = grp["outcome"].transform("first") == "failed"
     first_at = grp["attempted_at"].transform("first")
-    card_cols = ["card_brand", "card_funding", "card_country", "card_exp_month", "card_exp_year"]
-    card_key = a["card_brand"].astype(str)
-    for c in card_cols[1:]:
-        v = a[c]
-        if c.startswith("card_exp"):
-            v = pd.to_numeric(v, errors="coerce").astype("Int64")
-        card_key = card_key + "|" + v.astype(str)
-    a = a.assign(_card=card_key)
+    # Another card is new card data the customer supplied: by its fingerprint where the history has one
+    # (the optional ATTEMPTS column `card_fingerprint`), else by another brand, funding or country. A
+    # new expiry on the same card is an account updater's in-place refresh, which a scheduled retry
+    # benefits from: kept.
+    card_key = a["card_brand"].astype(str) + "|" + a["card_funding"].astype(str)
+    card_key = card_key + "|" + a["card_country"].astype(str)
+    if "card_fingerprint" in a.columns:
+        fp = a["card_fingerprint"].fillna("").astype(str)
+        card_key = card_key.where(fp == "", "fp:" + fp)
+    exp_key = (
+        pd.to_numeric(a["card_exp_month"], errors="coerce").astype("Int64").astype(str)
+        + "|"
+        + pd.to_numeric(a["card_exp_year"], errors="coerce").astype("Int64").astype(str)
+    )
+    a = a.assign(_card=card_key, _exp=exp_key)
     grp = a.groupby("invoice_id", sort=False)
-    prev = grp[["decline_code", "network_advice_code", "_card"]].shift(1)
+    prev = grp[["decline_code", "network_advice_code", "_card", "_exp"]].shift(1)
     same_card = (a["_card"] == prev["_card"]).to_numpy()
+    refreshed = same_card & (a["_exp"] != prev["_exp"]).to_numpy()
     retry = (idx > 0) & first_failed & (wins_before == 0)
     keep = retry & same_card
     ex = a[keep].copy()
     ex["first_failed_at"] = first_at[keep]
+    # The card as it was when the invoice first failed: a planner knows nothing later (an updater's
+    # new expiry on the paying retry would otherwise give the answer away).
+    for c in ("card_exp_month", "card_exp_year"):
+        ex[c] = grp[c].transform("first")[keep]
     ex["at"] = ex["attempted_at"]
     ex["attempt_number"] = idx[keep] + 1
     ex["decline_code"] = prev.loc[keep, "decline_code"].fillna("").replace("", "generic_decline")
@@ -447,6 +174,7 @@ def training_examples(attempts: pd.DataFrame) -> pd.DataFrame:
     ex["label"] = (ex["outcome"] == "succeeded").astype(np.int64)
     ex = ex.reset_index(drop=True)
     ex.attrs["new_card_retries_excluded"] = int((retry & ~same_card).sum())
+    ex.attrs["refreshed_card_retries"] = int((retry & refreshed).sum())
     return ex
 
 
@@ -483,6 +211,25 @@ class RecoveryModel:
         return dict(self.manifest["vocab"])
 
     threads: int = 0  # LightGBM threads per prediction (0: all cores); 1 when callers run in parallel
+    # The optimizer's-curse correction: a chosen plan's raw 1 − Π(1 − p) → what an independent model
+    # says of the same times (identity when training could not measure it).
+    curse_x: np.ndarray = field(default_factory=lambda: np.array([0.0, 1.0]))
+    curse_y: np.ndarray = field(default_factory=lambda: np.array([0.0, 1.0]))
+    # The sequence model (FEATURES_SEQUENCE) and its isotonic knots; None in older artifacts.
+    sequence_booster: Any = None
+    seq_x: np.ndarray = field(default_factory=lambda: np.array([0.0, 1.0]))
+    seq_y: np.ndarray = field(default_factory=lambda: np.array([0.0, 1.0]))
+
+    def predict_sequence(self, x: np.ndarray, evidence: np.ndarray) -> np.ndarray:
+        """Calibrated P(success) of retries given the earlier retries' summed probabilities
+        (`SEQUENCE_FEATURE`); the retry model's own when the artifact has no sequence model."""
+        if len(x) == 0:
+            return np.zeros(0)
+        if self.sequence_booster is None:
+            return self.predict(x)
+        x2 = np.column_stack([x, evidence])
+        raw = np.asarray(self.sequence_booster.predict(x2, num_threads=self.threads), dtype=np.float64)
+        return np.interp(raw, self.seq_x, self.seq_y)
 
     def raw(self, x: np.ndarray) -> np.ndarray:
         return np.asarray(self.booster.predict(x, num_threads=self.threads), dtype=np.float64)
@@ -497,11 +244,14 @@ class RecoveryModel:
         return self.calibrate(self.raw(x))
 
     def plan_probability(self, retry_probabilities: list[float]) -> float:
-        """P(the plan recovers the invoice): 1 − Π(1 − p_k), calibrated at the invoice level."""
+        """P(the plan recovers the invoice): 1 − Π(1 − p_k) of the chosen retries' sequence-model
+        probabilities, corrected for the optimizer's curse (then the older artifacts' invoice-level
+        map, identity in new ones)."""
         if not retry_probabilities:
             return 0.0
         raw = 1.0 - float(np.prod([1.0 - q for q in retry_probabilities]))
-        return float(np.interp(raw, self.plan_x, self.plan_y))
+        honest = float(np.interp(raw, self.curse_x, self.curse_y))
+        return float(np.interp(honest, self.plan_x, self.plan_y))
 
     def contributions(self, x: np.ndarray) -> np.ndarray:
         """SHAP contributions (log-odds) per feature; the last column is the bias."""
@@ -580,7 +330,50 @@ def load_model(path: Path) -> RecoveryModel:
         np.asarray(cal.get("plan_x", [0.0, 1.0]), float),
         np.asarray(cal.get("plan_y", [0.0, 1.0]), float),
         np.asarray(_thresholds(booster, FEATURES.index("attempt_number")), float),
+        curse_x=np.asarray(cal.get("curse_x", [0.0, 1.0]), float),
+        curse_y=np.asarray(cal.get("curse_y", [0.0, 1.0]), float),
+        sequence_booster=(
+            lightgbm.Booster(model_file=str(path / SEQUENCE_FILE))
+            if SEQUENCE_FILE in manifest.get("files", {})
+            else None
+        ),
+        seq_x=np.asarray(cal.get("seq_x", [0.0, 1.0]), float),
+        seq_y=np.asarray(cal.get("seq_y", [0.0, 1.0]), float),
     )
+
+
+HISTORY_FILE = "history.csv.gz"
+SEQUENCE_FILE = "sequence.txt"
+
+
+def load_history(model: RecoveryModel) -> pd.DataFrame | None:
+    """The attempts the model was trained on (ATTEMPTS columns), kept in the artifact so `billops
+    recovery plan` can run without `--history`; None for an artifact that holds none."""
+    import gzip
+
+    from billops.recovery.data import read_attempts
+
+    src = model.path / HISTORY_FILE
+    if not src.exists():
+        return None
+    with tempfile.TemporaryDirectory(prefix="billops-history-") as tmp:
+        plain = Path(tmp) / "history.csv"
+        with gzip.open(src, "rb") as fh_in, plain.open("wb") as fh_out:
+            shutil.copyfileobj(fh_in, fh_out)
+        return read_attempts(plain)
+
+
+def _write_history(path: Path, history: pd.DataFrame) -> None:
+    """ATTEMPTS.csv, gzipped with a fixed header time (the same history gives the same bytes)."""
+    import gzip
+
+    from billops.recovery.data import write_attempts
+
+    plain = path.with_suffix("")
+    write_attempts(plain, history)
+    with plain.open("rb") as fh_in, gzip.GzipFile(path, "wb", compresslevel=3, mtime=0) as fh_out:
+        shutil.copyfileobj(fh_in, fh_out)
+    plain.unlink()
 
 
 def _sha256(p: Path) -> str:
@@ -593,6 +386,9 @@ def save_model(
     knots: tuple[np.ndarray, np.ndarray],
     manifest: dict[str, Any],
     plan_knots: tuple[np.ndarray, np.ndarray] | None = None,
+    curse_knots: tuple[np.ndarray, np.ndarray] | None = None,
+    history: pd.DataFrame | None = None,
+    sequence: tuple[Any, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> RecoveryModel:
     """Write the artifact atomically: a temporary sibling directory renamed into place."""
     out = Path(out)
@@ -600,6 +396,9 @@ def save_model(
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         booster.save_model(str(tmp / "model.txt"))
+        seq_knots = sequence[1] if sequence else IDENTITY_KNOTS
+        if sequence:
+            sequence[0].save_model(str(tmp / SEQUENCE_FILE))
         (tmp / "calibration.json").write_text(
             json.dumps(
                 {
@@ -608,11 +407,19 @@ def save_model(
                     "y": knots[1].tolist(),
                     "plan_x": (plan_knots[0] if plan_knots else np.array([0.0, 1.0])).tolist(),
                     "plan_y": (plan_knots[1] if plan_knots else np.array([0.0, 1.0])).tolist(),
+                    "curse_x": (curse_knots[0] if curse_knots else np.array([0.0, 1.0])).tolist(),
+                    "curse_y": (curse_knots[1] if curse_knots else np.array([0.0, 1.0])).tolist(),
+                    "seq_x": seq_knots[0].tolist(),
+                    "seq_y": seq_knots[1].tolist(),
                 }
             ),
             encoding="utf-8",
         )
-        files = {n: _sha256(tmp / n) for n in ("model.txt", "calibration.json")}
+        names = ["model.txt", "calibration.json", *([SEQUENCE_FILE] if sequence else [])]
+        if history is not None:
+            _write_history(tmp / HISTORY_FILE, history)
+            names.append(HISTORY_FILE)
+        files = {n: _sha256(tmp / n) for n in names}
         h = hashlib.sha256()
         for n in sorted(files):
             h.update(f"{n}:{files[n]}\n".encode())
@@ -654,8 +461,9 @@ def register(model: RecoveryModel, data_dir: Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{model.version}.", dir=target.parent))
     try:
-        for name in ("model.txt", "calibration.json", "manifest.json"):
-            shutil.copy2(model.path / name, tmp / name)
+        for name in ("model.txt", "calibration.json", "manifest.json", HISTORY_FILE, SEQUENCE_FILE):
+            if (model.path / name).exists():
+                shutil.copy2(model.path / name, tmp / name)
         os.replace(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
