@@ -101,10 +101,19 @@ class RecoveryPolicy(_Strict):
         "registered); 'rules': always rules-v1; or a model version / directory path.",
     )
     min_retry_probability: float = Field(
-        default=0.02,
+        default=0.0,
         ge=0,
         le=1,
-        description="The learned planner schedules no retry whose own success probability is below this.",
+        description="An optional floor: the learned planner schedules no retry whose own success "
+        "probability is below this (0: the attempt cost alone decides).",
+    )
+    attempt_cost: float = Field(
+        default=0.30,
+        ge=0,
+        le=1000,
+        description="What one retry costs, in major units of the invoice currency (processing fee, "
+        "customer friction, the card's network budget). The learned planner adds a retry only while "
+        "its success probability × the amount due beats this.",
     )
     offers: RetentionOffers = RetentionOffers()
 

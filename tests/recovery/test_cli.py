@@ -81,6 +81,22 @@ def test_simulate_train_models_plan_evaluate(tmp_path: Path) -> None:
         assert len(r["retries"]) <= 3 and r["retries"] == sorted(r["retries"])
         assert all(f["failed_at"] < t <= f["deadline"] for t in r["retries"])
 
+    # The contract as outside evaluations call it: --model-out, and plan without --history (the model
+    # keeps the history it was trained on, so the same plans come out).
+    same = tmp_path / "same-model"
+    code, out = run(
+        *data, "recovery", "train", "--attempts", str(sim / "attempts.csv"), "--model-out", str(same)
+    )
+    assert code == 0, out
+    assert json.loads((same / "manifest.json").read_text())["version"] == manifest["version"]
+    bare = tmp_path / "bare.jsonl"
+    code, out = run(
+        *data, "recovery", "plan", "--model", str(same), "--failures", str(sim / "failures.jsonl"),
+        "--out", str(bare), "--max-retries", "3",
+    )  # fmt: skip
+    assert code == 0, out
+    assert [json.loads(x) for x in bare.read_text().splitlines()] == rows
+
     report = tmp_path / "report"
     code, out = run(
         *data,

@@ -59,7 +59,9 @@ def test_artifact_is_versioned_and_measured(trained: Trained) -> None:
     base = test["base_rate"]
     assert test["brier"] < base * (1 - base), "better than predicting the base rate"
     assert {"lightgbm", "scikit-learn", "numpy", "pandas", "python", "billops"} <= set(m["library_versions"])
-    assert set(m["files"]) == {"model.txt", "calibration.json"}
+    assert set(m["files"]) == {"model.txt", "calibration.json", "history.csv.gz", "sequence.txt"}
+    assert m["curse_correction"]["applied"] and m["sequence_model"]["fitted"]
+    assert m["metrics"]["test_sequence"]["auc"] > 0.65
 
 
 def test_a_changed_artifact_is_refused(trained: Trained, tmp_path: Path) -> None:
@@ -123,8 +125,8 @@ def test_plans_keep_the_contract_and_the_network_rules(trained: Trained) -> None
         assert all(b - a >= timedelta(hours=RULES.min_spacing_hours) for a, b in pairwise(times))
         if r["decline_category"] == "hard" or f["network_advice_code"] in ("03", "21"):
             assert not times and r["route"] == "no_retry"
-        if r["decline_category"] == "needs_new_card":
-            assert not times and r["route"] == "retry_and_notify"
+        if r["decline_category"] == "needs_new_card":  # the link goes out; the model decides the retries
+            assert r["route"] == "retry_and_notify"
         routes.add(r["route"])
     assert {"no_retry", "retry_and_notify"} <= routes
 
@@ -190,10 +192,12 @@ def test_per_card_caps_count_the_cards_earlier_attempts(trained: Trained) -> Non
     assert any("allows at most 15 reattempts" in x for x in rows[0]["reasons"])
 
 
-def test_expired_card_gets_a_card_update_request_not_a_blind_retry(trained: Trained) -> None:
+def test_expired_card_gets_a_card_update_request_beside_what_the_model_plans(trained: Trained) -> None:
     [r] = plans_for(trained, pd.DataFrame([_failure(decline_code="expired_card")]))
-    assert r["retries"] == [] and r["route"] == "retry_and_notify" and r["recovery_score"] == 0
-    assert "new card data" in " ".join(r["reasons"])
+    assert r["route"] == "retry_and_notify"
+    assert "card-update link" in " ".join(r["reasons"])
+    [lost] = plans_for(trained, pd.DataFrame([_failure(decline_code="lost_card")]))
+    assert lost["retries"] == [] and lost["route"] == "no_retry" and lost["recovery_score"] == 0
 
 
 def test_reasons_name_the_top_contributing_features(trained: Trained) -> None:

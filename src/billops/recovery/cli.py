@@ -1,8 +1,8 @@
 """`billops recovery train | plan | evaluate | models | simulate`: the stable command-line contract.
 
-billops recovery train --attempts ATTEMPTS.csv --out MODEL_DIR
-billops recovery plan --model MODEL_DIR --history ATTEMPTS.csv --failures FAILURES.jsonl \
-    --out PLANS.jsonl [--max-retries 8]
+billops recovery train --attempts ATTEMPTS.csv --model-out MODEL_DIR     (--out is the same option)
+billops recovery plan --model MODEL_DIR --failures FAILURES.jsonl --out PLANS.jsonl \
+    [--history ATTEMPTS.csv] [--max-retries 8]
 billops recovery evaluate --model MODEL_DIR --out REPORT_DIR [--attempts TEST.csv --history ATTEMPTS.csv]
     [--customers N --months M --seed S --split-days D --end DATE]
 billops recovery models
@@ -85,6 +85,7 @@ def plan_rows(
             rules=rules,
             now=now,
             min_retry_probability=policy.recovery.min_retry_probability,
+            attempt_cost=policy.recovery.attempt_cost,
             scan_hours=scan_hours,
         )
         amounts = part["amount"].to_numpy()
@@ -135,7 +136,8 @@ def train_cmd(
         Path | None, typer.Option(help="ATTEMPTS.csv (docs/history.md). Omit with --from-mirror.")
     ] = None,
     out: Annotated[
-        Path | None, typer.Option(help="Model directory to write (default: the registry).")
+        Path | None,
+        typer.Option("--model-out", "--out", help="Model directory to write (default: the registry only)."),
     ] = None,
     from_mirror: Annotated[
         bool, typer.Option("--from-mirror", help="Train on the mirror's attempts (webhooks, sync, imports).")
@@ -206,9 +208,15 @@ def _fmt(v: Any) -> str:
 @_clear_errors
 def plan_cmd(
     model: Annotated[Path, typer.Option(help="Model directory (from `billops recovery train`).")],
-    history: Annotated[Path, typer.Option(help="ATTEMPTS.csv with the attempts before the failures.")],
     failures: Annotated[Path, typer.Option(help="FAILURES.jsonl: one failed invoice per line.")],
     out: Annotated[Path, typer.Option(help="PLANS.jsonl to write (atomically).")],
+    history: Annotated[
+        Path | None,
+        typer.Option(
+            help="ATTEMPTS.csv with the attempts before the failures (the customers' history and the "
+            "cards' network caps). Without it, the history the model was trained on is used."
+        ),
+    ] = None,
     max_retries: Annotated[int, typer.Option(min=0, max=15, help="Retries per invoice at most.")] = 8,
     scan_hours: Annotated[
         int,
@@ -230,7 +238,19 @@ def plan_cmd(
     policy = load_policy(s.policy_file)
     rules = load_network_rules(policy.network_rules)
     m = load_model(model)
-    hist = read_attempts(history)
+    if history is not None:
+        hist = read_attempts(history)
+    else:
+        from billops.recovery.data import empty_attempts
+        from billops.recovery.model import load_history
+
+        stored = load_history(m)
+        if stored is None:
+            err.print(
+                "[yellow]warning:[/yellow] no --history and this model keeps none: customers and cards "
+                "are planned as if they had no earlier payments"
+            )
+        hist = stored if stored is not None else empty_attempts()
     fails = read_failures(failures)
     t0 = time.perf_counter()
     rows = plan_rows(

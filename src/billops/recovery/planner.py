@@ -1,8 +1,9 @@
 """Retry timing under the card-network rules (data file `network_rules.yaml`).
 
 The planner turns the policy's schedule for a route into concrete times, then enforces, in order:
-never retry hard declines or Mastercard MAC 03/21; no blind retry before new card data; MAC 24–30
-waits; retries only in the future and inside the recovery window; BillOps' minimum spacing; and
+never retry hard declines or Mastercard MAC 03/21 (card data that needs replacing keeps its scheduled
+retries beside the card-update link: updaters refresh cards in place); MAC 24–30 waits; retries only
+in the future and inside the recovery window; BillOps' minimum spacing; and
 the per-card attempt caps (Visa reattempts per 30 days, Mastercard 10 per 24 h and 35 per 30 days)
 counting the attempts the card already had. Every dropped or moved retry leaves a note.
 """
@@ -76,8 +77,10 @@ def plan_retries(
         plan.blocked = f"never retried: {decline.reason}"
         return plan
     if decline.category == DeclineCategory.needs_new_card:
-        plan.blocked = f"no blind retry before new card data: {decline.reason}"
-        return plan
+        # Not a "never" rule: account updaters refresh many cards in place and customers fix cards on
+        # the platform's own page, often with no event BillOps sees. The route asks for new card data;
+        # the schedule still retries.
+        plan.notes.append(f"{decline.reason}: the card-update link goes out; scheduled retries stay")
     offsets = policy.retry_schedule_hours.get(route, [])  # type: ignore[call-overload]
     if not offsets:
         plan.blocked = f"the policy schedules no automatic retry for route {route}"

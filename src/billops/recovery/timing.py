@@ -1,25 +1,28 @@
 """Learned retry timing: choose up to `max_retries` retry times that maximize the expected recovered
-amount under the model, inside the card-network rules.
+amount net of the attempts' cost under the model, inside the card-network rules.
 
 For each failure, on a candidate grid from the earliest allowed time to the deadline:
 
 1. earliest = the last failed attempt + BillOps' minimum spacing, pushed later by a network wait
-   (Mastercard MAC 24–30) and never before `now`; hard declines, MAC 03/21, Visa category 1 and
-   card data that needs replacing get no blind retry at all (the route asks for new card data instead);
+   (Mastercard MAC 24–30) and never before `now`; only the networks' "never" rules (hard declines:
+   lost, stolen, fraud, pick-up; Mastercard MAC 03/21; Visa category 1) get no retry at all. Every
+   other decline, card data that needs replacing included, is the model's question (account updaters
+   refresh many cards in place); the route still asks the customer for new card data;
 2. the model's calibrated P(success) for the first retry every `scan_hours` hours up to the
    deadline, grouped into at most `coarse_points` blocks; each block's best scanned time is refined
    hourly (inside the block), and the later retries (other attempt numbers) are evaluated there too;
-3. a dynamic programme over (retry k, block) maximizing P(at least one retry succeeds) =
-   1 − Π(1 − p_k), each retry at least the minimum spacing after the one before, a retry only when its
-   own probability reaches `min_retry_probability` (a retry that is all but sure to fail costs a
-   network fee and issuer goodwill for nothing);
+3. a dynamic programme over (retry k, block) maximizing the expected value
+   Σ_k Π_{j<k}(1 − p_j) · (p_k · amount · d_k − cost): a retry is planned only while its chance times
+   the amount due beats the attempt cost (`recovery.attempt_cost`), each retry at least the minimum
+   spacing after the one before (an optional floor `min_retry_probability` too);
 4. the per-card caps (Visa reattempts per 30 days, Mastercard 10 per 24 h / 35 per 30 days) counted
    with the card's earlier attempts; a retry that would break one is dropped (never moved silently).
 
-The recovery likelihood (0–100) is 100 × P(the plan recovers the invoice). Success probabilities of
-successive retries are not independent (a customer without funds stays without funds), so the raw
-1 − Π(1 − p_k) is mapped through a second isotonic calibration fitted at the invoice level on the
-calibration slice (what happened to those invoices under their own retries).
+The recovery likelihood (0–100) is 100 × P(the plan recovers the invoice), `RecoveryModel.
+plan_probability`: the raw 1 − Π(1 − p_k) of the chosen times is first corrected for the optimizer's
+curse (the chosen times are where the model's own errors are high; training measures that with two
+models fitted on disjoint halves, one choosing and one judging), then calibrated at the invoice level
+(successive retries are not independent: a customer without funds stays without funds).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from billops.policy import RecoveryPolicy
+from billops.recovery.card_caps import CardIndex, apply_caps
 from billops.recovery.data import ATTEMPT_COLUMNS
 from billops.recovery.model import (
     FEATURES,
@@ -46,10 +50,13 @@ from billops.recovery.model import (
     categories,
     static_features,
 )
-from billops.recovery.planner import NetworkRules, _cap_violation
+from billops.recovery.planner import NetworkRules
 
 HOUR = np.timedelta64(3600, "s")
 TIME_DISCOUNT_PER_DAY = 0.003  # the planner's preference for an earlier recovery at equal chances
+# A decline that asks for new card data is planned blind only when training saw at least this many
+# retries after it: otherwise the model would extrapolate from other declines to one it knows nothing of.
+MIN_SUPPORT = 30
 
 
 @dataclass
@@ -78,7 +85,8 @@ def plan_timing(
     max_retries: int,
     rules: NetworkRules,
     now: datetime | None = None,
-    min_retry_probability: float = 0.02,
+    min_retry_probability: float = 0.0,
+    attempt_cost: float = 0.30,
     coarse_points: int = 32,
     scan_hours: int = 3,
     explain: bool = True,
@@ -128,14 +136,21 @@ def plan_timing(
     ends = deadline
     plans: list[TimingPlan | None] = [None] * n
     live: list[int] = []
+    support: dict[str, int] = model.manifest.get("training", {}).get("decline_support", {})
     for i in range(n):
         cat = cat_arr[i]
         notes = [f"network asks to wait {waits[i]:g} h (advice {macs[i]})"] if waited[i] else []
         if never[i]:
             plans[i] = TimingPlan(inv_ids[i], [], [], 0.0, cat, blocked=f"never retried: {codes[i]} is {cat}")
-        elif cat == "needs_new_card":
+        elif cat == "needs_new_card" and support.get(codes[i], 0) < MIN_SUPPORT:
             plans[i] = TimingPlan(
-                inv_ids[i], [], [], 0.0, cat, blocked=f"no blind retry before new card data ({codes[i]})"
+                inv_ids[i],
+                [],
+                [],
+                0.0,
+                cat,
+                blocked=f"no blind retry: the training history holds {support.get(codes[i], 0)} retries "
+                f"after {codes[i]}, too few to learn whether one recovers (the card-update link goes out)",
             )
         elif ends[i] < starts[i] or max_retries < 1:
             why = (
@@ -163,9 +178,11 @@ def plan_timing(
             min_retry_probability,
             coarse_points,
             scan_hours,
+            _cost_minor(f, attempt_cost),
         )
         cards = card_history if isinstance(card_history, CardIndex) else CardIndex.build(card_history)
-        _apply_caps(model, f, np.asarray(live), plans, cards, rules)
+        apply_caps(model, f, np.asarray(live), plans, cards, rules)
+        _judge_sequences(model, st, f, np.asarray(live), plans, _cost_minor(f, attempt_cost))
     if explain:
         _explain(model, st, f, plans)
     return [p for p in plans if p is not None]
@@ -184,6 +201,7 @@ def _plan_live(
     min_p: float,
     coarse_points: int,
     scan_hours: int,
+    cost_minor: np.ndarray,
 ) -> None:
     m = len(live)
     k_max = max_retries
@@ -274,9 +292,12 @@ def _plan_live(
         want = pairs.merge(table, on=["i", "c"])
         prob[want["i"].to_numpy(), want["k"].to_numpy(), want["j"].to_numpy()] = want["p"].to_numpy()
 
-    # 3. Dynamic programme over (retry, block), backwards; a small preference for earlier recoveries.
+    # 3. Dynamic programme over (retry, block), backwards, in money: a retry's expected recovery
+    # (probability × amount, a small preference for earlier recoveries) minus its cost.
     hours_in = (st_live - f["failed_at"].dt.tz_localize(None).to_numpy().astype("datetime64[s]")[live]) / HOUR
     discount = np.clip(1.0 - TIME_DISCOUNT_PER_DAY * (hours_in[:, None] + best_h) / 24.0, 0.5, 1.0)
+    amount = np.maximum(f["amount"].to_numpy(dtype=np.float64)[live], 0.0)[:, None]
+    cost = cost_minor[live][:, None]
     take = np.full((m, k_max, t_max), -1.0)
     v_next = np.zeros((m, t_max))
     jj = np.arange(t_max)[None, :] + gap[:, None]
@@ -285,8 +306,8 @@ def _plan_live(
     for k in range(k_max - 1, -1, -1):
         after = np.where(inside, np.take_along_axis(v_next, jj, axis=1), 0.0)
         pk = prob[:, k, :]
-        ok = valid & (pk >= min_p)
-        take[:, k, :] = np.where(ok, pk * discount + (1 - pk) * after, -1.0)
+        ok = valid & (pk >= min_p) & (pk * amount * discount > cost)
+        take[:, k, :] = np.where(ok, pk * amount * discount - cost + (1 - pk) * after, -1.0)
         v_next = np.maximum(np.maximum.accumulate(take[:, k, ::-1], axis=1)[:, ::-1], 0.0)
 
     j = np.zeros(m, dtype=np.int64)
@@ -317,106 +338,76 @@ def _plan_live(
         plan.recovery_probability = model.plan_probability(plan.probabilities)
         if not plan.retries:
             plan.blocked = (
-                f"no retry time has a success probability of at least {min_p:.0%} before the deadline"
+                "no retry time before the deadline is worth its cost (success probability × amount "
+                "due below the attempt cost)"
             )
 
 
-_CARD_KEY = ["customer_id", "card_brand", "card_exp_month", "card_exp_year"]
-_SAFE_ATTEMPTS = 10  # no cap in the rules file is tighter than 10 attempts (Mastercard, 24 h)
-
-
-def _key_column(frame: pd.DataFrame, c: str) -> np.ndarray:
-    v = frame[c]
-    if c.startswith("card_exp"):
-        return np.asarray(pd.to_numeric(v, errors="coerce").fillna(-1).astype(np.int64).to_numpy())
-    return np.asarray(v.fillna("").astype(str).to_numpy(), dtype=object)
-
-
-@dataclass
-class CardIndex:
-    """Earlier attempts per card (customer, brand, expiry), sorted, for the per-card network caps.
-    Built once per history; each failure then costs two binary searches."""
-
-    columns: list[pd.Index]  # the values seen, per key column
-    cards: pd.Index  # combined column codes → dense card code (its position)
-    composite: np.ndarray  # dense card code << 40 | epoch seconds, sorted
-
-    @classmethod
-    def build(cls, attempts: pd.DataFrame | None) -> CardIndex:
-        if attempts is None or not len(attempts):
-            return cls([pd.Index([]) for _ in _CARD_KEY], pd.Index([], dtype=np.int64), np.zeros(0, np.int64))
-        columns, combined = [], np.zeros(len(attempts), dtype=np.int64)
-        for c in _CARD_KEY:
-            codes, uniq = pd.factorize(_key_column(attempts, c))
-            columns.append(pd.Index(uniq))
-            combined = combined * (len(uniq) + 1) + codes
-        dense, cards = pd.factorize(combined)
-        sec = pd.to_datetime(attempts["attempted_at"], utc=True).dt.tz_localize(None).to_numpy()
-        sec = sec.astype("datetime64[s]").astype(np.int64)
-        return cls(columns, pd.Index(cards), np.sort(dense.astype(np.int64) * (1 << 40) + sec))
-
-    def codes(self, frame: pd.DataFrame) -> np.ndarray:
-        """The dense card code of each row (−1: a card with no earlier attempt)."""
-        combined = np.zeros(len(frame), dtype=np.int64)
-        missing = np.zeros(len(frame), dtype=bool)
-        for c, uniq in zip(_CARD_KEY, self.columns, strict=True):
-            idx = uniq.get_indexer(_key_column(frame, c))
-            missing |= idx < 0
-            combined = combined * (len(uniq) + 1) + np.maximum(idx, 0)
-        out = self.cards.get_indexer(combined).astype(np.int64)
-        out[missing] = -1
-        return out
-
-
-def _apply_caps(
+def _judge_sequences(
     model: RecoveryModel,
+    st: StaticFeatures,
     f: pd.DataFrame,
     live: np.ndarray,
     plans: list[TimingPlan | None],
-    cards: CardIndex,
-    rules: NetworkRules,
+    cost_minor: np.ndarray,
 ) -> None:
-    """Drop retries that would break a per-card cap, counting the card's attempts in the 30 days before
-    the failure (the failure included). Cards far from every cap skip the exact check."""
-    todo = [int(i) for i in live if plans[i] is not None and plans[i].retries]
-    if not todo:
+    """Re-judge each plan's retries in order with the sequence model: retry k's chance given that the
+    earlier ones (at the times the retry model liked) failed. Trailing retries no longer worth their
+    cost are dropped; the plan's probability is computed from these chances."""
+    rows = [int(i) for i in live if plans[i] is not None and plans[i].retries]
+    if not rows:
         return
-    f_ids = cards.codes(f.loc[todo])
-    fa = f.loc[todo, "failed_at"].dt.tz_localize(None).to_numpy().astype("datetime64[s]").astype(np.int64)
-    known_card = f_ids >= 0
-    lo = np.where(
-        known_card, np.searchsorted(cards.composite, f_ids * (1 << 40) + fa - 30 * 86400, "left"), 0
-    )
-    hi = np.where(known_card, np.searchsorted(cards.composite, f_ids * (1 << 40) + fa, "right"), 0)
-    brands = f["card_brand"].astype(str).to_numpy()
-    for n, i in enumerate(todo):
+    a0 = f["attempts_so_far"].to_numpy(dtype=np.int64)
+    idx = np.asarray(rows)
+    # A re-plan: the retries already made failed; their chances are taken as the retry model's at the
+    # last one (their own times are not in the frame).
+    prior = np.zeros(len(f))
+    again = idx[a0[idx] > 1]
+    if len(again):
+        last = f["failed_at"].dt.tz_localize(None).to_numpy().astype("datetime64[s]")[again]
+        p_last = model.predict(assemble(st, again, last, a0[again].astype(np.float64)))
+        prior[again] = (a0[again] - 1) * p_last
+    fi, at, att, ev = [], [], [], []
+    for i in rows:
         plan = plans[i]
         assert plan is not None
-        if hi[n] - lo[n] + 1 + len(plan.retries) <= _SAFE_ATTEMPTS:
-            continue
-        failed_at = pd.Timestamp(int(fa[n]), unit="s", tz="UTC").to_pydatetime()
-        known = [
-            pd.Timestamp(int(v) - f_ids[n] * (1 << 40), unit="s", tz="UTC").to_pydatetime()
-            for v in cards.composite[lo[n] : hi[n]]
-        ]
-        if failed_at not in known:
-            known.append(failed_at)
-        network, limits = rules.for_brand(str(brands[i]))
-        net_window = timedelta(days=int(limits.get("window_days", 30)))
-        kept_t: list[datetime] = []
-        kept_p: list[float] = []
-        for t, pk in zip(plan.retries, plan.probabilities, strict=True):
-            why = _cap_violation(network, limits, known + kept_t, t, net_window)
-            if why:
-                plan.notes.append(f"retry at {t:%Y-%m-%d %H:%M} UTC dropped: {why}")
-                continue
-            kept_t.append(t)
-            kept_p.append(pk)
-        if len(kept_t) != len(plan.retries):
-            plan.retries, plan.probabilities = kept_t, kept_p
-            plan.recovery_probability = model.plan_probability(kept_p)
-            if not kept_t:
-                plan.blocked = "every retry would break a card-network attempt cap"
+        acc = prior[i]
+        for k, (t, p1) in enumerate(zip(plan.retries, plan.probabilities, strict=True)):
+            fi.append(i)
+            at.append(np.datetime64(t.replace(tzinfo=None), "s"))
+            att.append(float(a0[i] + 1 + k))
+            ev.append(acc)
+            acc += p1
+    p2 = model.predict_sequence(
+        assemble(st, np.asarray(fi), np.asarray(at), np.asarray(att)), np.asarray(ev, dtype=np.float64)
+    )
+    amounts = f["amount"].to_numpy(dtype=np.float64)
+    pos = 0
+    for i in rows:
+        plan = plans[i]
+        assert plan is not None
+        n = len(plan.retries)
+        q = [float(v) for v in p2[pos : pos + n]]
+        pos += n
+        while q and q[-1] * amounts[i] <= cost_minor[i]:
+            q.pop()
+            dropped = plan.retries.pop()
+            plan.notes.append(
+                f"retry at {dropped:%Y-%m-%d %H:%M} UTC dropped: after the earlier retries failed it is "
+                "no longer worth its cost"
+            )
+        plan.probabilities = q
+        plan.recovery_probability = model.plan_probability(q)
+        if not plan.retries:
+            plan.blocked = "no retry is worth its cost once the earlier ones have failed"
+
+
+def _cost_minor(f: pd.DataFrame, attempt_cost: float) -> np.ndarray:
+    """The attempt cost in each failure's minor units (zero-decimal currencies count whole units)."""
+    from billops.domain.billing import ZERO_DECIMAL
+
+    cur = f["currency"].fillna("").astype(str).str.lower()
+    return np.where(cur.isin(ZERO_DECIMAL).to_numpy(), attempt_cost, attempt_cost * 100.0)
 
 
 def _describe(name: str, value: float, vocab: dict[str, list[str]]) -> str:
@@ -484,7 +475,10 @@ def route_for(
     if plan.category == "hard" or (plan.blocked or "").startswith("never retried"):
         return "no_retry", plan.blocked or "hard decline: never retried"
     if plan.category == "needs_new_card":
-        return "retry_and_notify", "the card needs new data: ask the customer for it (card-update link)"
+        return "retry_and_notify", (
+            "the card needs new data: ask the customer for it (card-update link); the scheduled "
+            "retries catch a card its account updater refreshes in place"
+        )
     if amount >= policy.high_value_minor and attempts_so_far >= 2:
         return "human_review", "repeated failure on a high-value invoice: escalate"
     if score > th.auto_retry_above:
@@ -577,5 +571,6 @@ def plan_for_context(
         rules=rules,
         now=now,
         min_retry_probability=policy.min_retry_probability,
+        attempt_cost=policy.attempt_cost,
     )
     return plans[0], attempts_so_far, first_failed
