@@ -115,7 +115,23 @@ class RecoveryPolicy(_Strict):
         "customer friction, the card's network budget). The learned planner adds a retry only while "
         "its success probability × the amount due beats this.",
     )
+    exploration_share: float = Field(
+        default=0.05,
+        description="The share of learned plans whose first retry is moved to a random hour the network "
+        "rules allow, so the model learns beyond its own choices (propensities are logged for "
+        "importance-weighted evaluation; docs/models.md). 0 turns exploration off; at most 0.2.",
+    )
     offers: RetentionOffers = RetentionOffers()
+
+    @field_validator("exploration_share")
+    @classmethod
+    def _bounded_share(cls, v: float) -> float:
+        if not 0.0 <= v <= 0.2:
+            raise ValueError(
+                f"{v!r} is outside 0-0.2: the exploration share is the fraction of learned plans whose "
+                "first retry time is drawn at random (0 turns it off; at most 0.2, one plan in five)"
+            )
+        return v
 
     @field_validator("retry_schedule_hours")
     @classmethod

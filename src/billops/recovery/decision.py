@@ -75,6 +75,12 @@ class DecisionPlan(BaseModel):
     features: dict[str, Any]
     context_notes: list[str] = Field(default_factory=list)
     versions: dict[str, str]
+    exploration: dict[str, Any] | None = Field(
+        default=None,
+        description="Learned plans: explored (first retry moved at random), share, propensity of these "
+        "retry times under the mixed policy, greedy_retries (the planner's own), options "
+        "(recovery/explore.py).",
+    )
     drafting: dict[str, Any] = Field(
         default_factory=dict,
         description="The drafting backend and, per message, the allow-listed facts and local-only data an "
@@ -111,7 +117,9 @@ def decide(
     policy's fixed schedule under the network rules."""
     f = build_features(ctx, high_value_minor=policy.recovery.high_value_minor)
     model_versions: dict[str, str] = {}
+    exploration: dict[str, Any] | None = None
     if model is not None:
+        from billops.recovery.explore import exploration_record
         from billops.recovery.timing import plan_for_context, route_for
 
         tp, so_far, first_failed = plan_for_context(model, ctx, policy=policy.recovery, rules=rules, now=now)
@@ -127,6 +135,7 @@ def decide(
             "first_failed_at": first_failed.isoformat(),
             "attempts_so_far": so_far,
         }
+        exploration = exploration_record(tp)
     else:
         score = scorer.score(f)
         route, why = choose_route(f, score.value, policy)
@@ -247,6 +256,7 @@ def decide(
         messages=messages,
         features={**f.as_dict(), **f_extra},
         context_notes=[*ctx.notes, *platform_notes],
+        exploration=exploration,
         drafting={"backend": policy.drafting.backend_for("recovery"), "inputs": inputs},
         versions={
             "scorer": score.scorer,

@@ -269,6 +269,7 @@ def decide_and_record(
                 "segment": choice.segment,
                 "mode_reasons": choice.reasons,
                 "guardrails": [f.as_dict() for f in findings],
+                "exploration": plan.exploration,
             },
         )
         for f in findings:
@@ -381,6 +382,7 @@ def replan(workflow_id: str, n: int, context: dict[str, Any]) -> dict[str, Any]:
                 "model": model.version,
                 "reasons": plan.reasons[:4],
                 "why": plan.retry_blocked,
+                "exploration": plan.exploration,
             }
         dec.plan = {**dec.plan, "replans": [*dec.plan.get("replans", []), result]}
         audit.record(

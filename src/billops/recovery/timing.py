@@ -77,6 +77,13 @@ class TimingPlan:
     notes: list[str] = field(default_factory=list)
     reasons: list[str] = field(default_factory=list)
     contributions: dict[str, float] = field(default_factory=dict)
+    # Exploration (recovery/explore.py): whether the first retry was moved at random, the share, the
+    # propensity of these times under the mixed policy (None: not run), the planner's own times.
+    explored: bool = False
+    share: float = 0.0
+    propensity: float | None = None
+    greedy_retries: list[datetime] = field(default_factory=list)
+    exploration_options: int = 0
 
     @property
     def score(self) -> int:
@@ -580,4 +587,20 @@ def plan_for_context(
         min_retry_probability=policy.min_retry_probability,
         attempt_cost=policy.attempt_cost,
     )
-    return plans[0], attempts_so_far, first_failed
+    from billops.recovery.explore import earliest_retry, exploration_key, explore
+
+    one = pd.DataFrame([row])
+    network_wait = categories(one["decline_code"], one["network_advice_code"], one["card_brand"])
+    wait = max(ctx.decline.retry_after_hours or 0.0, float(network_wait["wait_hours"].iloc[0]))
+    plan = explore(
+        plans[0],
+        share=policy.exploration_share,
+        key=exploration_key(ctx.platform, inv.id, attempts_so_far),
+        earliest=earliest_retry(ctx.failed_at, now, rules, wait),
+        deadline=row["deadline"],
+        rules=rules,
+        card_brand=row["card_brand"],
+        card_attempts=[a.attempted_at for a in ctx.card_attempts if a.attempted_at <= ctx.failed_at],
+        failed_at=ctx.failed_at,
+    )
+    return plan, attempts_so_far, first_failed
