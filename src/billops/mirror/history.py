@@ -194,11 +194,11 @@ def _mirror_text_frame(db: Database, platform: str | None, since: datetime | Non
     import pandas as pd
     import sqlalchemy as sa
 
-    from billops.recovery.data import ATTEMPT_COLUMNS
+    from billops.recovery.data import ATTEMPT_COLUMNS, LABEL_COLUMNS
     from billops.store.models import CustomerRow, PaymentAttemptRow
 
     q = (
-        sa.select(PaymentAttemptRow.platform, PaymentAttemptRow.data)
+        sa.select(PaymentAttemptRow.platform, PaymentAttemptRow.data, PaymentAttemptRow.source)
         .where(PaymentAttemptRow.outcome != "pending")
         .order_by(PaymentAttemptRow.attempted_at, PaymentAttemptRow.platform, PaymentAttemptRow.id)
     )
@@ -211,14 +211,24 @@ def _mirror_text_frame(db: Database, platform: str | None, since: datetime | Non
 
     cols: dict[str, list[str]] = {c: [] for c in ATTEMPT_COLUMNS}
     owners: list[tuple[str, str]] = []
+    origins: list[tuple[str, str, str, str, str]] = []  # platform, attempt, invoice, initiated_by, source
     with db.reader() as s:
-        for plat, attempt in s.execute(q.execution_options(yield_per=5000)):
+        for plat, attempt, stored_from in s.execute(q.execution_options(yield_per=5000)):
             decline = attempt.get("decline") or {}
             card = attempt.get("card") or {}
             code = decline.get("code") or ""
             if decline.get("raw_code") == "":  # imported without a code: give back the empty code
                 code = ""
             owners.append((plat, _text(attempt.get("customer_id"))))
+            origins.append(
+                (
+                    plat,
+                    _text(attempt.get("id")),
+                    _text(attempt.get("invoice_id")),
+                    _text(attempt.get("initiated_by")),
+                    stored_from,
+                )
+            )
             cols["attempt_id"].append(_text(attempt.get("id")))
             cols["invoice_id"].append(_text(attempt.get("invoice_id")))
             cols["customer_id"].append(owners[-1][1])
@@ -246,11 +256,18 @@ def _mirror_text_frame(db: Database, platform: str | None, since: datetime | Non
             )
             for plat, cid, data in rows:
                 customers[(plat, cid)] = (_text(data.get("timezone")), _text(data.get("created_at")))
+        from billops.recovery.labels import label_attempts
+
+        sources, propensities = label_attempts(s, origins, platform)
     empty = ("", "")
     found = [customers.get(o, empty) for o in owners]
     cols["customer_timezone"] = [f[0] for f in found]
     cols["customer_created_at"] = [f[1] for f in found]
-    return pd.DataFrame(cols, columns=ATTEMPT_COLUMNS, dtype=object)
+    columns = list(ATTEMPT_COLUMNS)
+    if any(sources):  # the optional label columns, when the mirror knows who chose a retry
+        cols["retry_source"], cols["propensity"] = sources, propensities
+        columns += LABEL_COLUMNS
+    return pd.DataFrame(cols, columns=columns, dtype=object)
 
 
 def mirror_attempts(
@@ -271,7 +288,8 @@ def mirror_attempts_frame(
     time come from the mirrored customer, card details from the attempt's card. `platform` None: all
     platforms; `since`: attempts at or after that time. Attempts that cannot satisfy the ATTEMPTS
     contract (no invoice or customer id) are left out; a wrong optional value (e.g. an unknown time
-    zone) becomes empty."""
+    zone) becomes empty. When the mirror knows who chose some attempt's time, the optional label columns
+    `retry_source` and `propensity` follow (recovery/labels.py, docs/history.md)."""
     return mirror_attempts(db, platform, since)[0]
 
 

@@ -236,6 +236,8 @@ def retry_payment(workflow_id: str, n: int, payment_method_id: str | None) -> di
                 "message": pay.message,
                 "decline_code": decline.code if decline else None,
                 "never_retry": bool(decline and decline.never_retry),
+                # links the mirror's attempt to this retry (its label: recovery/labels.py)
+                "attempt_id": pay.attempt.id if pay.attempt else None,
             }
             with rt.db.session() as s:
                 now = datetime.now(UTC)

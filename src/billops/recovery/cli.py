@@ -384,4 +384,7 @@ def register(app: typer.Typer) -> None:
         pass
     else:
         register_simulate(recovery_app)
+    from billops.recovery.exploration_cli import register as register_exploration
+
+    register_exploration(recovery_app)
     app.add_typer(recovery_app, name="recovery")

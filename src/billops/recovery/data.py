@@ -55,6 +55,12 @@ ATTEMPT_COLUMNS: list[str] = [
     "customer_created_at",
 ]
 
+# Optional label columns (docs/history.md "Retry labels"): who chose a retry's time, and the probability
+# that BillOps's planner chose it (recovery/explore.py). Read and written when present; readers that do
+# not know them ignore them, so the contract above stays.
+LABEL_COLUMNS: list[str] = ["retry_source", "propensity"]
+RETRY_SOURCES = ("billops", "billops_explore", "human", "platform")
+
 FAILURE_COLUMNS: list[str] = [
     "invoice_id",
     "customer_id",
@@ -96,9 +102,12 @@ _COLUMN_KIND: dict[str, str] = {
     "card_exp_month": "exp_month",
     "card_exp_year": "exp_year",
     "customer_timezone": "timezone",
+    "retry_source": "retry_source",
+    "propensity": "propensity",
 }
 TIME_COLUMNS = frozenset(c for c, k in _COLUMN_KIND.items() if k in ("time", "optional_time"))
 INT_COLUMNS = frozenset({"card_exp_month", "card_exp_year"})
+FLOAT_COLUMNS = frozenset({"propensity"})
 
 
 class DataError(InputError):
@@ -219,6 +228,26 @@ def _timezone(v: str) -> str:
     return z
 
 
+def _retry_source(v: str) -> str:
+    r = v.strip().lower()
+    if r and r not in RETRY_SOURCES:
+        raise _Bad(f"{v!r} is not a retry source ({'|'.join(RETRY_SOURCES)}, or empty)")
+    return r
+
+
+def _propensity(v: str) -> float:
+    p = v.strip()
+    if not p:
+        return math.nan
+    try:
+        x = float(p)
+    except ValueError:
+        x = math.nan
+    if not 0.0 < x <= 1.0:  # NaN fails too
+        raise _Bad(f"{v!r} is not a propensity: a probability 0 < p ≤ 1, or empty when unknown")
+    return x
+
+
 # kind -> (check, value for a bad or missing entry, numpy dtype of the checked values)
 _KINDS: dict[str, tuple[Callable[[str], Any], Any, Any]] = {
     "amount": (_amount, 0, np.int64),
@@ -232,6 +261,8 @@ _KINDS: dict[str, tuple[Callable[[str], Any], Any, Any]] = {
     "exp_month": (_exp_month, math.nan, np.float64),
     "exp_year": (_exp_year, math.nan, np.float64),
     "timezone": (_timezone, "", object),
+    "retry_source": (_retry_source, "", object),
+    "propensity": (_propensity, math.nan, np.float64),
 }
 
 
@@ -442,6 +473,8 @@ def _typed_frame(checked: dict[str, _Column], columns: list[str]) -> pd.DataFram
             data[name] = pd.Series(values, dtype="int64")
         elif name in INT_COLUMNS:
             data[name] = pd.Series(values, dtype="float64").astype("Int64")
+        elif name in FLOAT_COLUMNS:
+            data[name] = pd.Series(values, dtype="float64")
         else:
             data[name] = pd.Series(values, dtype=object).astype(str)
     return pd.DataFrame(data, columns=columns, copy=False)
@@ -496,7 +529,8 @@ def read_attempts(path: Path) -> pd.DataFrame:
     """Read and validate ATTEMPTS.csv (see docs/history.md). Raises DataError at the first bad row.
 
     Extra columns are ignored and the columns may come in any order; an empty file or a header
-    without rows gives a frame with no rows. The result is sorted by attempted_at (stable)."""
+    without rows gives a frame with no rows. The result is sorted by attempted_at (stable). The optional
+    label columns (LABEL_COLUMNS) are checked and kept, after the contract's, when the file has them."""
     path = Path(path)
     name = path.name
     try:
@@ -515,6 +549,8 @@ def read_attempts(path: Path) -> pd.DataFrame:
     missing = [c for c in ATTEMPT_COLUMNS if c not in header]
     if missing:
         raise DataError(f"{name} line 1: missing required column(s) {', '.join(missing)}")
+    labels = [c for c in LABEL_COLUMNS if c in header]
+    wanted |= set(labels)
     twice = sorted({c for c in header if c in wanted and header.count(c) > 1})
     if twice:
         raise DataError(f"{name} line 1: column(s) {', '.join(twice)} appear more than once")
@@ -536,7 +572,7 @@ def read_attempts(path: Path) -> pd.DataFrame:
         raise DataError(f"{name}: not a UTF-8 CSV file ({exc})") from exc
     raw.columns = [str(c).strip() for c in raw.columns]
 
-    frame, problems, _ = _validate(raw, ATTEMPT_COLUMNS, strict=True)
+    frame, problems, _ = _validate(raw, [*ATTEMPT_COLUMNS, *labels], strict=True)
     if problems:
         raise _fail(name, problems[0], _csv_lines(path))
     return sort_attempts(frame)
@@ -554,7 +590,8 @@ def normalize_attempts(raw: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     mirror): wrong optional values become empty, rows with a wrong required value or a repeated
     attempt_id are dropped. Returns the typed frame (sorted by attempted_at) and how many rows were
     dropped."""
-    frame, _problems, drop = _validate(raw.fillna(""), ATTEMPT_COLUMNS, strict=False)
+    columns = [*ATTEMPT_COLUMNS, *(c for c in LABEL_COLUMNS if c in raw.columns)]
+    frame, _problems, drop = _validate(raw.fillna(""), columns, strict=False)
     if drop.any():
         frame = frame.loc[~drop].reset_index(drop=True)
     return sort_attempts(frame), int(drop.sum())
@@ -694,13 +731,15 @@ def _cell_text(frame: pd.DataFrame, name: str) -> np.ndarray:
 
 
 def write_attempts(path: Path, df: pd.DataFrame) -> int:
-    """Write ATTEMPTS.csv (the contract's columns in order, extra columns left out; times ISO 8601 UTC
-    with 'Z'; empty values empty) atomically. Returns the number of rows written."""
+    """Write ATTEMPTS.csv (the contract's columns in order, then the label columns the frame has, other
+    columns left out; times ISO 8601 UTC with 'Z'; empty values empty) atomically. Returns the number of
+    rows written."""
     path = Path(path)
     missing = [c for c in ATTEMPT_COLUMNS if c not in df.columns]
     if missing:
         raise DataError(f"{path.name}: cannot write, the frame lacks column(s) {', '.join(missing)}")
-    text = pd.DataFrame({c: _cell_text(df, c) for c in ATTEMPT_COLUMNS}, columns=ATTEMPT_COLUMNS)
+    columns = [*ATTEMPT_COLUMNS, *(c for c in LABEL_COLUMNS if c in df.columns)]
+    text = pd.DataFrame({c: _cell_text(df, c) for c in columns}, columns=columns)
     with _atomic(path) as fh:
         text.to_csv(fh, index=False, lineterminator="\n")
     return len(text)
