@@ -118,3 +118,46 @@ def test_the_attempt_cost_decides_how_many_retries(tmp_path: Path) -> None:
     assert n_few < n_cheap, (n_few, n_cheap)
     for r in few:  # every retry kept is worth its cost: p × 4,900 > 3,000
         assert all(p * 4900 > 3000 for p in r["retry_probabilities"]), r
+
+
+def test_a_card_fingerprint_tells_a_new_card_from_an_updater_refresh(tmp_path: Path) -> None:
+    from billops.recovery.data import read_attempts, write_attempts
+    from billops.recovery.model import training_examples
+
+    base = {
+        "customer_id": "cus_1",
+        "amount": 4900,
+        "currency": "usd",
+        "network_advice_code": "",
+        "card_brand": "visa",
+        "card_funding": "credit",
+        "card_country": "US",
+        "card_exp_month": 1,
+        "card_exp_year": 2025,
+        "customer_timezone": "America/New_York",
+        "customer_created_at": START,
+    }
+    t = START + timedelta(days=30)
+    rows = []
+    for inv, fp_after in (("in_refresh", "fp_a"), ("in_new_card", "fp_b")):
+        first = {"attempt_id": f"{inv}_1", "invoice_id": inv, "attempted_at": t, "outcome": "failed"}
+        rows.append({**base, **first, "decline_code": "expired_card", "card_fingerprint": "fp_a"})
+        paid = {"attempt_id": f"{inv}_2", "invoice_id": inv, "attempted_at": t + timedelta(days=3)}
+        paid |= {
+            "outcome": "succeeded",
+            "decline_code": "",
+            "card_exp_year": 2029,
+            "card_fingerprint": fp_after,
+        }
+        rows.append({**base, **paid})
+    frame = pd.DataFrame(rows)
+    for col in ("attempted_at", "customer_created_at"):
+        frame[col] = pd.to_datetime(frame[col], utc=True)
+    path = tmp_path / "attempts.csv"
+    write_attempts(path, frame)
+    back = read_attempts(path)  # the optional column survives the file
+    assert list(back["card_fingerprint"]) == ["fp_a", "fp_a", "fp_a", "fp_b"]
+    ex = training_examples(back)
+    assert list(ex["invoice_id"]) == ["in_refresh"]  # the same card, refreshed: a retry to learn from
+    assert ex.attrs["new_card_retries_excluded"] == 1 and ex.attrs["refreshed_card_retries"] == 1
+    assert int(ex["card_exp_year"].iloc[0]) == 2025  # the card as it failed, not the updater's new expiry

@@ -210,6 +210,7 @@ def _mirror_text_frame(db: Database, platform: str | None, since: datetime | Non
         q = q.where(PaymentAttemptRow.attempted_at >= since)
 
     cols: dict[str, list[str]] = {c: [] for c in ATTEMPT_COLUMNS}
+    fingerprints: list[str] = []
     owners: list[tuple[str, str]] = []
     origins: list[tuple[str, str, str, str, str]] = []  # platform, attempt, invoice, initiated_by, source
     with db.reader() as s:
@@ -243,6 +244,7 @@ def _mirror_text_frame(db: Database, platform: str | None, since: datetime | Non
             cols["card_country"].append(_text(card.get("country")))
             cols["card_exp_month"].append(_text(card.get("exp_month")))
             cols["card_exp_year"].append(_text(card.get("exp_year")))
+            fingerprints.append(_text(card.get("fingerprint")))
 
         # the customers of those attempts, each read once
         customers: dict[tuple[str, str], tuple[str, str]] = {}
@@ -267,6 +269,9 @@ def _mirror_text_frame(db: Database, platform: str | None, since: datetime | Non
     if any(sources):  # the optional label columns, when the mirror knows who chose a retry
         cols["retry_source"], cols["propensity"] = sources, propensities
         columns += LABEL_COLUMNS
+    if any(fingerprints):  # tells a new card from an updater's refresh (recovery/model.py)
+        cols["card_fingerprint"] = fingerprints
+        columns.append("card_fingerprint")
     return pd.DataFrame(cols, columns=columns, dtype=object)
 
 

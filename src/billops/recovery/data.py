@@ -60,6 +60,10 @@ ATTEMPT_COLUMNS: list[str] = [
 # not know them ignore them, so the contract above stays.
 LABEL_COLUMNS: list[str] = ["retry_source", "propensity"]
 RETRY_SOURCES = ("billops", "billops_explore", "human", "platform")
+# Every optional column: the labels, and the card's fingerprint (Stripe's `card.fingerprint`, or any
+# stable id of the physical card): a payment with another fingerprint is new card data, not a retry;
+# the same fingerprint with a new expiry is an account updater's in-place refresh.
+OPTIONAL_COLUMNS: list[str] = [*LABEL_COLUMNS, "card_fingerprint"]
 
 FAILURE_COLUMNS: list[str] = [
     "invoice_id",
@@ -104,6 +108,7 @@ _COLUMN_KIND: dict[str, str] = {
     "customer_timezone": "timezone",
     "retry_source": "retry_source",
     "propensity": "propensity",
+    "card_fingerprint": "fingerprint",
 }
 TIME_COLUMNS = frozenset(c for c, k in _COLUMN_KIND.items() if k in ("time", "optional_time"))
 INT_COLUMNS = frozenset({"card_exp_month", "card_exp_year"})
@@ -235,6 +240,13 @@ def _retry_source(v: str) -> str:
     return r
 
 
+def _fingerprint(v: str) -> str:
+    f = v.strip()
+    if len(f) > 255:
+        raise _Bad("a card fingerprint of more than 255 characters")
+    return f
+
+
 def _propensity(v: str) -> float:
     p = v.strip()
     if not p:
@@ -263,6 +275,7 @@ _KINDS: dict[str, tuple[Callable[[str], Any], Any, Any]] = {
     "timezone": (_timezone, "", object),
     "retry_source": (_retry_source, "", object),
     "propensity": (_propensity, math.nan, np.float64),
+    "fingerprint": (_fingerprint, "", object),
 }
 
 
@@ -549,7 +562,7 @@ def read_attempts(path: Path) -> pd.DataFrame:
     missing = [c for c in ATTEMPT_COLUMNS if c not in header]
     if missing:
         raise DataError(f"{name} line 1: missing required column(s) {', '.join(missing)}")
-    labels = [c for c in LABEL_COLUMNS if c in header]
+    labels = [c for c in OPTIONAL_COLUMNS if c in header]
     wanted |= set(labels)
     twice = sorted({c for c in header if c in wanted and header.count(c) > 1})
     if twice:
@@ -590,7 +603,7 @@ def normalize_attempts(raw: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     mirror): wrong optional values become empty, rows with a wrong required value or a repeated
     attempt_id are dropped. Returns the typed frame (sorted by attempted_at) and how many rows were
     dropped."""
-    columns = [*ATTEMPT_COLUMNS, *(c for c in LABEL_COLUMNS if c in raw.columns)]
+    columns = [*ATTEMPT_COLUMNS, *(c for c in OPTIONAL_COLUMNS if c in raw.columns)]
     frame, _problems, drop = _validate(raw.fillna(""), columns, strict=False)
     if drop.any():
         frame = frame.loc[~drop].reset_index(drop=True)
@@ -738,7 +751,7 @@ def write_attempts(path: Path, df: pd.DataFrame) -> int:
     missing = [c for c in ATTEMPT_COLUMNS if c not in df.columns]
     if missing:
         raise DataError(f"{path.name}: cannot write, the frame lacks column(s) {', '.join(missing)}")
-    columns = [*ATTEMPT_COLUMNS, *(c for c in LABEL_COLUMNS if c in df.columns)]
+    columns = [*ATTEMPT_COLUMNS, *(c for c in OPTIONAL_COLUMNS if c in df.columns)]
     text = pd.DataFrame({c: _cell_text(df, c) for c in columns}, columns=columns)
     with _atomic(path) as fh:
         text.to_csv(fh, index=False, lineterminator="\n")

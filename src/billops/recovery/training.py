@@ -20,6 +20,7 @@ import pandas as pd
 
 from billops.errors import InputError
 from billops.recovery.curse import curse_map, half_models
+from billops.recovery.labels import example_weights
 from billops.recovery.model import (
     CATEGORICAL,
     FEATURES,
@@ -148,7 +149,12 @@ def train(attempts: pd.DataFrame, *, out: Path, source: str) -> tuple[RecoveryMo
 
     t0 = time.perf_counter()
     cats = [FEATURES.index(c) for c in CATEGORICAL]
-    dtrain = lightgbm.Dataset(x[part == 0], y[part == 0], feature_name=FEATURES, categorical_feature=cats)
+    # Retries BillOps explored or chose carry their propensity: importance weights (labels.py), so the
+    # model learns the history's times as if chosen at random, not its own policy's favourites.
+    weights = example_weights(ex[part == 0])
+    dtrain = lightgbm.Dataset(
+        x[part == 0], y[part == 0], weight=weights, feature_name=FEATURES, categorical_feature=cats
+    )
     dcal = lightgbm.Dataset(x[part == 1], y[part == 1], reference=dtrain)
     booster = lightgbm.train(
         PARAMS,
@@ -225,6 +231,7 @@ def train(attempts: pd.DataFrame, *, out: Path, source: str) -> tuple[RecoveryMo
             "plan_test": plan_test,
         },
         "library_versions": library_versions(),
+        "importance_weighted_examples": 0 if weights is None else int((weights != 1.0).sum()),
     }
     t0 = time.perf_counter()
     halves, half = half_models(ex, x, y, part, vocab, rounds=int(booster.current_iteration()))
