@@ -330,8 +330,8 @@ def models_cmd(
 @recovery_app.command("evaluate")
 @_clear_errors
 def evaluate_cmd(
-    model: Annotated[Path, typer.Option(help="Model directory.")],
     out: Annotated[Path, typer.Option(help="Report directory (report.md, report.json, calibration.png).")],
+    model: Annotated[Path | None, typer.Option(help="Model directory (required unless --worlds).")] = None,
     attempts: Annotated[
         Path | None,
         typer.Option(help="Labelled attempts to score (held out: after the model's training window)."),
@@ -350,6 +350,16 @@ def evaluate_cmd(
     ] = None,
     max_retries: Annotated[int, typer.Option(min=1, max=15)] = 8,
     backtest: Annotated[bool, typer.Option(help="Run the simulator backtest.")] = True,
+    worlds: Annotated[
+        str | None,
+        typer.Option(
+            help="Multi-world mode: all (the held-out worlds), every, or NAME[,NAME…] from "
+            "sim/world_params.py. Each world trains its own model on its own history; --model is not used."
+        ),
+    ] = None,
+    luck: Annotated[
+        int, typer.Option(min=1, max=50, help="--worlds: luck replicates of the oracle's random stream.")
+    ] = 10,
 ) -> None:
     """Backtest on a time split: AUC, Brier, calibration plot, and recovered revenue of the learned plans
     against fixed schedules (Polar 2/7/14/21 d, Kill Bill 8/8/8 d, 8 tries in 14 d) with common random
@@ -361,6 +371,13 @@ def evaluate_cmd(
 
     s = settings()
     policy = load_policy(s.policy_file)
+    if worlds is not None:
+        _evaluate_worlds(worlds, out, policy, customers, months, seed, split_days, end, max_retries, luck)
+        return
+    if model is None:
+        from billops.errors import InputError
+
+        raise InputError("give --model MODEL_DIR (or --worlds to train one per simulator world)")
     m = load_model(model)
     report = evaluate(
         m,
@@ -374,6 +391,50 @@ def evaluate_cmd(
         max_retries=max_retries,
     )
     console.print(report["markdown"], markup=False, highlight=False)
+    console.print(f"report → {out}")
+
+
+def _evaluate_worlds(
+    spec: str,
+    out: Path,
+    policy: Any,
+    customers: int,
+    months: int,
+    seed: int,
+    split_days: int,
+    end: str | None,
+    max_retries: int,
+    luck: int,
+) -> None:
+    """`evaluate --worlds`: train, plan and play per world; report.md/report.json; exit 0 (a report)."""
+    import json
+
+    from billops.errors import InputError
+    from billops.recovery.planner import load_network_rules
+    from billops.recovery.worlds import evaluate_worlds, write_worlds_report
+    from billops.sim.payers import parse_end
+    from billops.sim.world_params import resolve_worlds
+
+    try:
+        names = resolve_worlds(spec)
+    except ValueError as exc:
+        raise InputError(f"--worlds: {exc}") from None
+    report = evaluate_worlds(
+        names,
+        policy=policy,
+        rules=load_network_rules(policy.network_rules),
+        customers=customers,
+        months=months,
+        seed=seed,
+        split_days=split_days,
+        end=parse_end(end),
+        max_retries=max_retries,
+        luck=luck,
+        log=lambda msg: err.print(msg, highlight=False, markup=False),
+    )
+    md = write_worlds_report(report, out)
+    console.print(md, markup=False, highlight=False)
+    console.print(json.dumps({"pass": report["pass"], "all_pass": report["all_pass"]}))
     console.print(f"report → {out}")
 
 
