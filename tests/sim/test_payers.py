@@ -57,7 +57,7 @@ def test_adding_customers_keeps_the_ones_already_drawn() -> None:
 
 
 def test_history_schema_and_dtypes(history: pd.DataFrame) -> None:
-    assert list(history.columns) == ATTEMPT_COLUMNS
+    assert list(history.columns) == [*ATTEMPT_COLUMNS, "card_fingerprint"]
     assert str(history["attempted_at"].dtype) == "datetime64[ns, UTC]"
     assert str(history["customer_created_at"].dtype) == "datetime64[ns, UTC]"
     for col in ("amount", "card_exp_month", "card_exp_year"):
@@ -72,6 +72,12 @@ def test_history_schema_and_dtypes(history: pd.DataFrame) -> None:
     for col in others:
         assert pd.api.types.is_string_dtype(history[col]), col
         assert not history[col].isna().any(), col
+    # A customer's card keeps its fingerprint through updater refreshes (new expiry); a card the customer
+    # supplies has another one.
+    assert history["card_fingerprint"].str.startswith("fp_").all()
+    for _, g in history.groupby("invoice_id"):
+        if g["card_fingerprint"].nunique() > 1:
+            assert g["outcome"].iloc[-1] == "succeeded"  # the new card paid
     assert history["attempted_at"].is_monotonic_increasing
     assert history["attempt_id"].is_unique
     assert set(history["outcome"]) == {"succeeded", "failed"}
@@ -340,7 +346,7 @@ def test_cli_writes_the_three_files(tmp_path: Path) -> None:
     w = World(seed=2, customers=400, start=datetime(2025, 2, 1, tzinfo=UTC), end=end)
     train = pd.read_csv(out / "attempts.csv", dtype=str, keep_default_na=False)
     test = pd.read_csv(out / "test_attempts.csv", dtype=str, keep_default_na=False)
-    assert list(train.columns) == ATTEMPT_COLUMNS
+    assert list(train.columns) == [*ATTEMPT_COLUMNS, "card_fingerprint"]
     assert len(train) == len(w.history(until=split))
     assert len(train) + len(test) == len(w.history())
     assert train["attempted_at"].str.endswith("Z").all()

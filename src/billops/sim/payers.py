@@ -180,6 +180,7 @@ class World:
         self._invoices: dict[str, _Invoice] = {}
         self._failure_order: list[_Invoice] = []
         self._rows: list[tuple[int, int, str, str, bool, str, str, int]] = []
+        self._new_card_payments: set[str] = set()  # attempt ids paid with a card the customer supplied
         for i in range(customers):
             self._draw_customer(i)
         self._failure_order.sort(key=lambda inv: inv.failed_at)  # stable: ties keep customer order
@@ -654,6 +655,7 @@ class World:
             new = self._new_card(rng, card.country, update_at, card.brand if same_brand else None)
             n += 1
             if update_at < t1:
+                self._new_card_payments.add(f"ch_{c.suffix}{mnum % 1000:03d}{n:02d}")
                 rows.append(
                     (
                         int(update_at),
@@ -731,4 +733,11 @@ class World:
             "customer_timezone": strs(per_customer(lambda c: c.tz)),
             "customer_created_at": _to_datetimes(per_customer(lambda c: c.created, "int64")),
         }
-        return pd.DataFrame(data, columns=ATTEMPT_COLUMNS)
+        # The physical card, as a platform's fingerprint tells it: a customer's card keeps its fingerprint
+        # through the updater's refreshes and renewals (new expiry) and changes only with a card the
+        # customer supplies.
+        new_card = pd.Series([a in self._new_card_payments for a in reorder(att_ids)], dtype=np.int64)
+        nth = new_card.groupby(ci).cumsum().to_numpy()
+        prints = [f"fp_{cid}_{k}" for cid, k in zip(data["customer_id"], nth, strict=True)]
+        data["card_fingerprint"] = strs(np.asarray(prints, dtype=object))
+        return pd.DataFrame(data, columns=[*ATTEMPT_COLUMNS, "card_fingerprint"])
