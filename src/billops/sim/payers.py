@@ -684,7 +684,8 @@ class World:
         at = float(int(inv.failed_at + delay))
         if at >= limit:
             return None
-        exp = add_months(_dt(at), 36 + int(_unit(inv.key, _U_REFRESH_EXP) * 25))
+        # reissued: a later expiry than the declined card's (2-4 years after the later of the two)
+        exp = add_months(_dt(max(at, card.end)), 24 + int(_unit(inv.key, _U_REFRESH_EXP) * 25))
         new = _Card(card.brand, card.funding, card.country, exp.month, exp.year)
         inv.refresh_at, inv.refreshed_card = at, self._card(new)
         return new
