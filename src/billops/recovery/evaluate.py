@@ -9,6 +9,8 @@
    numbers: an attempt on an invoice in a given hour succeeds or fails the same way whoever asks. The
    same deadline (21 days) and the same network blocks (no blind retry of hard declines or cards that
    need new data) apply to all policies, so the difference is timing and count alone.
+3. Across worlds (`--worlds`, `worlds.py`): a fresh model per simulator world, fixed schedules played as
+   platforms play them (every failure retried, violations counted), bootstrap CIs, luck replicates, ECE.
 """
 
 from __future__ import annotations

@@ -7,15 +7,18 @@ import calendar
 import hashlib
 import itertools
 import random
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from functools import cache, lru_cache
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
 
 from billops.domain.declines import load_taxonomy
+from billops.recovery.data import ATTEMPT_COLUMNS
 
 HOUR = 3600
 DAY = 86400
@@ -203,3 +206,61 @@ class _Card:
 def _to_datetimes(seconds: np.ndarray) -> pd.Series:
     ns = np.asarray(seconds, dtype="int64") * 1_000_000_000
     return pd.Series(pd.DatetimeIndex(ns.view("datetime64[ns]")).tz_localize("UTC"))
+
+
+def attempts_frame(
+    rows: list[tuple[int, int, str, str, bool, str, str, int]],
+    custs: list[_Customer],
+    cards: list[_Card],
+    new_card_payments: set[str],
+) -> pd.DataFrame:
+    """The ATTEMPTS frame (sorted by time) from a world's attempt rows
+    (time, customer index, invoice id, attempt id, ok, code, MAC, card index)."""
+    if rows:
+        ts, cidx, inv_ids, att_ids, ok, codes, macs, card_idx = zip(*rows, strict=True)
+    else:
+        ts = cidx = inv_ids = att_ids = ok = codes = macs = card_idx = ()
+    t = np.asarray(ts, dtype="int64")
+    order = np.argsort(t, kind="stable")
+    ci = np.asarray(cidx, dtype="int64")[order]
+    ki = np.asarray(card_idx, dtype="int64")[order]
+
+    def per_customer(get: Callable[[_Customer], Any], dtype: str = "object") -> np.ndarray:
+        return np.asarray([get(c) for c in custs], dtype=dtype)[ci]
+
+    def per_card(get: Callable[[_Card], Any], dtype: str = "object") -> np.ndarray:
+        return np.asarray([get(c) for c in cards], dtype=dtype)[ki]
+
+    def strs(values: np.ndarray) -> pd.Series:
+        return pd.Series(values, dtype="str")
+
+    def reorder(values: Sequence[Any]) -> np.ndarray:
+        return np.asarray(values, dtype=object)[order]
+
+    outcome = np.where(np.asarray(ok, dtype=bool)[order], "succeeded", "failed").astype(object)
+    data = {
+        "attempt_id": strs(reorder(att_ids)),
+        "invoice_id": strs(reorder(inv_ids)),
+        "customer_id": strs(per_customer(lambda c: c.id)),
+        "attempted_at": _to_datetimes(t[order]),
+        "amount": pd.Series(per_customer(lambda c: c.amount, "int64")),
+        "currency": strs(per_customer(lambda c: c.currency)),
+        "outcome": strs(outcome),
+        "decline_code": strs(reorder(codes)),
+        "network_advice_code": strs(reorder(macs)),
+        "card_brand": strs(per_card(lambda c: c.brand)),
+        "card_funding": strs(per_card(lambda c: c.funding)),
+        "card_country": strs(per_card(lambda c: c.country)),
+        "card_exp_month": pd.Series(per_card(lambda c: c.exp_month, "int64")),
+        "card_exp_year": pd.Series(per_card(lambda c: c.exp_year, "int64")),
+        "customer_timezone": strs(per_customer(lambda c: c.tz)),
+        "customer_created_at": _to_datetimes(per_customer(lambda c: c.created, "int64")),
+    }
+    # The physical card, as a platform's fingerprint tells it: a customer's card keeps its fingerprint
+    # through the updater's refreshes and renewals (new expiry) and changes only with a card the
+    # customer supplies.
+    new_card = pd.Series([a in new_card_payments for a in reorder(att_ids)], dtype=np.int64)
+    nth = new_card.groupby(ci).cumsum().to_numpy()
+    prints = [f"fp_{cid}_{k}" for cid, k in zip(data["customer_id"], nth, strict=True)]
+    data["card_fingerprint"] = strs(np.asarray(prints, dtype=object))
+    return pd.DataFrame(data, columns=[*ATTEMPT_COLUMNS, "card_fingerprint"])
