@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from billops.domain.declines import load_taxonomy
-from billops.recovery.data import ATTEMPT_COLUMNS
+from billops.recovery.data import ATTEMPT_COLUMNS, FAILURE_COLUMNS
 
 HOUR = 3600
 DAY = 86400
@@ -264,3 +264,17 @@ def attempts_frame(
     prints = [f"fp_{cid}_{k}" for cid, k in zip(data["customer_id"], nth, strict=True)]
     data["card_fingerprint"] = strs(np.asarray(prints, dtype=object))
     return pd.DataFrame(data, columns=[*ATTEMPT_COLUMNS, "card_fingerprint"])
+
+
+def failures_frame(rows: list[tuple[Any, ...]]) -> pd.DataFrame:
+    """The FAILURES frame from rows in FAILURE_COLUMNS order (times as epoch seconds)."""
+    cols = list(zip(*rows, strict=True)) if rows else [()] * len(FAILURE_COLUMNS)
+    data: dict[str, Any] = {}
+    for name, values in zip(FAILURE_COLUMNS, cols, strict=True):
+        if name in ("failed_at", "customer_created_at", "deadline"):
+            data[name] = _to_datetimes(np.asarray(values, dtype="int64"))
+        elif name in ("amount", "card_exp_month", "card_exp_year"):
+            data[name] = pd.Series(np.asarray(values, dtype="int64"))
+        else:
+            data[name] = pd.Series(list(values), dtype="str")
+    return pd.DataFrame(data, columns=FAILURE_COLUMNS)

@@ -66,13 +66,13 @@ from billops.sim.payer_state import (
     _local_midnight,
     _payday_midnights,
     _Table,
-    _to_datetimes,
     _unit,
     _utc_seconds,
     _zone,
     attempts_frame,
+    failures_frame,
 )
-from billops.sim.world_params import GENERIC_HOUR, PAY_CYCLE_MIX, PAY_CYCLES, WorldParams
+from billops.sim.world_params import WorldParams, WorldTables
 
 __all__ = [
     "ATTEMPT_COLUMNS",
@@ -115,31 +115,6 @@ def _normal(u: float) -> float:
     return NormalDist().inv_cdf(min(max(u, 1e-9), 1 - 1e-9))
 
 
-class _Tables:
-    """The world's weighted choices and derived shares, built once from its parameters."""
-
-    def __init__(self, p: WorldParams) -> None:
-        mix = dict(p.decline_mix)
-        if_share = mix.get("insufficient_funds", 0.0) + mix.get("withdrawal_count_limit_exceeded", 0.0)
-        other = {k: v for k, v in mix.items() if k not in FUNDS_CODES and k != "expired_card" and v > 0}
-        total = sum(mix.values())
-        self.if_share = if_share
-        self.p_insufficient = mix.get("insufficient_funds", 0.0) / if_share if if_share else 1.0
-        self.funds_share = if_share / total  # of all failures (expired cards: modelled by expiry dates)
-        self.other_share = sum(other.values()) / total
-        self.other_declines = _Table(other)
-        self.brands = _Table(dict(p.brand_share))
-        self.soft_macs = _Table(dict(p.soft_mac_weights))
-        if p.pay_cycle_mix is None:
-            self.cycles = {r: _Table(dict(zip(PAY_CYCLES, w, strict=True))) for r, w in PAY_CYCLE_MIX.items()}
-        else:
-            one = _Table(dict(zip(PAY_CYCLES, p.pay_cycle_mix, strict=True)))
-            self.cycles = {r: one for r in PAY_CYCLE_MIX}
-        s = p.generic_hour_strength
-        scaled = tuple(max(0.0, 1.0 + s * (h - 1.0)) for h in GENERIC_HOUR)
-        self.generic_hour = GENERIC_HOUR if s == 1.0 else scaled
-
-
 # ------------------------------------------------------------------ the world
 
 
@@ -163,7 +138,7 @@ class World:
             raise ValueError("deadline_days must be at least 1")
         self.seed, self.n_customers, self.deadline_days = seed, customers, deadline_days
         self.params = params or WorldParams()
-        self._tab = _Tables(self.params)
+        self._tab = WorldTables(self.params)
         self.start = (start if start.tzinfo else start.replace(tzinfo=UTC)).astimezone(UTC)
         self.end = (end if end.tzinfo else end.replace(tzinfo=UTC)).astimezone(UTC)
         if self.end <= self.start:
@@ -225,16 +200,7 @@ class World:
                         inv.failed_at + self._deadline,
                     )
                 )
-        cols = list(zip(*rows, strict=True)) if rows else [()] * len(FAILURE_COLUMNS)
-        data: dict[str, Any] = {}
-        for name, values in zip(FAILURE_COLUMNS, cols, strict=True):
-            if name in ("failed_at", "customer_created_at", "deadline"):
-                data[name] = _to_datetimes(np.asarray(values, dtype="int64"))
-            elif name in ("amount", "card_exp_month", "card_exp_year"):
-                data[name] = pd.Series(np.asarray(values, dtype="int64"))
-            else:
-                data[name] = pd.Series(list(values), dtype="str")
-        return pd.DataFrame(data, columns=FAILURE_COLUMNS)
+        return failures_frame(rows)
 
     def success_probability(self, invoice_id: str, at: datetime, prior_retries: int) -> float:
         """P(a blind retry of the failed renewal `invoice_id` at `at` succeeds | all latents), after

@@ -14,6 +14,7 @@ from types import MappingProxyType
 from typing import Any
 
 from billops.sim.business import BRAND_SHARE, DECLINE_MIX
+from billops.sim.payer_state import _Table
 
 HOUR = 3600
 DAY = 86400
@@ -201,6 +202,34 @@ WORLDS: dict[str, WorldParams] = {
         insolvency_mult=1.3,
     ),
 }
+FUNDS_CODES = frozenset({"insufficient_funds", "withdrawal_count_limit_exceeded"})
+
+
+class WorldTables:
+    """The world's weighted choices and derived shares, built once from its parameters."""
+
+    def __init__(self, p: WorldParams) -> None:
+        mix = dict(p.decline_mix)
+        if_share = mix.get("insufficient_funds", 0.0) + mix.get("withdrawal_count_limit_exceeded", 0.0)
+        other = {k: v for k, v in mix.items() if k not in FUNDS_CODES and k != "expired_card" and v > 0}
+        total = sum(mix.values())
+        self.if_share = if_share
+        self.p_insufficient = mix.get("insufficient_funds", 0.0) / if_share if if_share else 1.0
+        self.funds_share = if_share / total  # of all failures (expired cards: modelled by expiry dates)
+        self.other_share = sum(other.values()) / total
+        self.other_declines = _Table(other)
+        self.brands = _Table(dict(p.brand_share))
+        self.soft_macs = _Table(dict(p.soft_mac_weights))
+        if p.pay_cycle_mix is None:
+            self.cycles = {r: _Table(dict(zip(PAY_CYCLES, w, strict=True))) for r, w in PAY_CYCLE_MIX.items()}
+        else:
+            one = _Table(dict(zip(PAY_CYCLES, p.pay_cycle_mix, strict=True)))
+            self.cycles = {r: one for r in PAY_CYCLE_MIX}
+        s = p.generic_hour_strength
+        scaled = tuple(max(0.0, 1.0 + s * (h - 1.0)) for h in GENERIC_HOUR)
+        self.generic_hour = GENERIC_HOUR if s == 1.0 else scaled
+
+
 HELD_OUT_WORLDS = tuple(name for name in WORLDS if name != DEVELOPMENT_WORLD)
 
 
