@@ -39,7 +39,7 @@ def test_simulate_train_models_plan_evaluate(tmp_path: Path) -> None:
     )
     assert code == 0, out
     assert {p.name for p in sim.iterdir()} == {"attempts.csv", "test_attempts.csv", "failures.jsonl"}
-    assert list(read_attempts(sim / "attempts.csv").columns) == ATTEMPT_COLUMNS
+    assert list(read_attempts(sim / "attempts.csv").columns) == [*ATTEMPT_COLUMNS, "card_fingerprint"]
 
     code, out = run(*data, "recovery", "models")
     assert code == 0 and "rules-v1 decides" in out
