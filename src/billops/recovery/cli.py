@@ -448,4 +448,7 @@ def register(app: typer.Typer) -> None:
     from billops.recovery.exploration_cli import register as register_exploration
 
     register_exploration(recovery_app)
+    from billops.recovery.backtest_cli import register as register_backtest
+
+    register_backtest(recovery_app)
     app.add_typer(recovery_app, name="recovery")
