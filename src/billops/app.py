@@ -148,5 +148,8 @@ def create_app(settings: Settings | None = None, *, manage_runtime: bool = True)
     app.include_router(users_router)
     app.include_router(contacts_router)
     app.include_router(workflows_router)  # /api/workflows (billops/ops/)
+    from billops.recovery.backtest_routes import router as backtest_router
+
+    app.include_router(backtest_router)  # /api/recovery/backtest
     mount_console(app)
     return app

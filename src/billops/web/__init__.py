@@ -27,6 +27,9 @@ def mount_console(app: FastAPI) -> None:
     app.include_router(views_ops.router)
     app.include_router(views_admin.router)
     app.include_router(views_workflows.router)
+    from billops.web import views_backtest
+
+    app.include_router(views_backtest.router)
 
     @app.exception_handler(NeedLogin)
     async def _need_login(_: Request, exc: NeedLogin) -> Response:
