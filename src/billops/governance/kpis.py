@@ -2,8 +2,10 @@
 what waits for a human, how messages fared per channel (sent, skipped, failed: permanent failures
 listed), and LLM tokens spent. Used by GET /api/kpis and the console's overview page.
 
-Every decision is one failed payment (its amount and currency); it counts as recovered when its status
-is `recovered`. Amounts stay in integer minor units per currency (never summed across currencies).
+Every invoice counts once (its latest decision in the range: one decision per invoice episode, and
+databases from before migration 0008 may hold several): its amount and currency; it counts as
+recovered when that decision's status is `recovered`. Amounts stay in integer minor units per
+currency (never summed across currencies).
 Approvals waiting are the pending ones right now (not limited to the range), with their age.
 """
 
@@ -37,6 +39,23 @@ def _day_expr(s: Session) -> Any:
     return sa.func.substr(Decision.created_at, 1, 10)  # SQLite stores UTC as 'YYYY-MM-DD HH:MM:SS…'
 
 
+def _latest_per_invoice(since: datetime, until: datetime) -> Any:
+    """Count each invoice once: of its decisions in the range, only the latest (the one whose status
+    says how the invoice ended). Since migration 0008 an invoice episode has one decision anyway; this
+    keeps databases from before it (several decisions per invoice) from counting an invoice twice."""
+    later = sa.orm.aliased(Decision)
+    return ~sa.exists().where(
+        later.platform == Decision.platform,
+        later.invoice_id == Decision.invoice_id,
+        later.created_at >= since,
+        later.created_at < until,
+        sa.or_(
+            later.created_at > Decision.created_at,
+            sa.and_(later.created_at == Decision.created_at, later.workflow_id > Decision.workflow_id),
+        ),
+    )
+
+
 def compute_kpis(
     s: Session, since: datetime, until: datetime, *, now: datetime | None = None
 ) -> dict[str, Any]:
@@ -44,7 +63,7 @@ def compute_kpis(
     if since.tzinfo is None or until.tzinfo is None:
         raise ValueError("since and until must be timezone-aware")
     now = now or datetime.now(UTC)
-    in_range = (Decision.created_at >= since, Decision.created_at < until)
+    in_range = (Decision.created_at >= since, Decision.created_at < until, _latest_per_invoice(since, until))
     recovered = sa.case((Decision.status == "recovered", Decision.amount), else_=0)
     recovered_n = sa.case((Decision.status == "recovered", 1), else_=0)
 

@@ -13,6 +13,7 @@ counts nor audits twice."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -30,6 +31,7 @@ from billops.governance import audit, control, guardrails
 from billops.governance.rollout import Subject, resolve_mode
 from billops.mirror import Mirror
 from billops.platforms.registry import missing_client_reason
+from billops.recovery import episodes
 from billops.recovery.acting import (  # noqa: F401  (the workflow finds every step here)
     SLACK_EVENTS,
     _effect,
@@ -97,19 +99,42 @@ def find_recoveries_to_notify(platform: str, invoice_id: str | None, customer_id
 
 @DBOS.step(name="claim_invoice")
 def claim_invoice(platform: str, invoice_id: str, workflow_id: str) -> str:
-    """Make this workflow the one recovery of the invoice; returns the owner's workflow id."""
+    """Make this workflow the one recovery of the invoice; returns the owner's workflow id: the running
+    recovery's, or the decision's whose episode is still open (episodes.py), or this workflow's."""
     rt = get_runtime()
+    window = rt.policy().recovery.window_days
     for _ in range(3):
         try:
             with rt.db.session() as s:
                 row = s.get(ActiveRecovery, (platform, invoice_id))
                 if row is not None:
                     return row.workflow_id
+                dec = episodes.open_episode(
+                    s, platform, invoice_id, window_days=window, now=datetime.now(UTC)
+                )
+                if dec is not None and dec.workflow_id != workflow_id:
+                    return dec.workflow_id
                 s.add(ActiveRecovery(platform=platform, invoice_id=invoice_id, workflow_id=workflow_id))
             return workflow_id
         except IntegrityError:
             continue
     raise RuntimeError(f"could not claim invoice {invoice_id}")
+
+
+@DBOS.step(name="record_episode_failure")
+def record_episode_failure(owner: str, event: dict[str, Any], workflow_id: str) -> dict[str, Any]:
+    """A later failure of an invoice whose episode already has a decision (`owner`): recorded on that
+    decision (attempt count, latest decline, audit), never a second decision. Idempotent per event."""
+    rt = get_runtime()
+    deadline = time.monotonic() + rt.policy().recovery.context_wait_seconds + 30
+    while True:  # the owner may still be deciding: its decision row appears within its context wait
+        with rt.db.session() as s:
+            dec = s.get(Decision, owner, with_for_update=True)
+            if dec is not None:
+                return episodes.record_failure(s, dec, event, workflow_id)
+        if time.monotonic() >= deadline:
+            return {"recorded": False, "why": "the owning recovery had not decided in time"}
+        time.sleep(0.5)
 
 
 @DBOS.step(
@@ -209,6 +234,11 @@ def decide_and_record(
             return _decision_dict(existing)
         policy = rt.policy()
         ctx = CTX.validate_python(context)
+        other = episodes.open_episode(
+            s, ctx.platform, ctx.invoice.id, window_days=policy.recovery.window_days, now=datetime.now(UTC)
+        )
+        if other is not None:  # another worker decided this episode meanwhile: attach to it
+            return _attached(s, other, context, event_id, workflow_id)
         rules = load_network_rules(policy.network_rules)
         now = datetime.now(UTC)
         plan = decide_with_fallback(ctx, policy=policy, rules=rules, now=now)
@@ -246,9 +276,18 @@ def decide_and_record(
             plan=plan_json,
             versions=plan.versions,
             trace_id=trace_id,
-            outcome={},
+            outcome={
+                "episode": episodes.first_failure(event_id, ctx.decline.code, ctx.failed_at.isoformat())
+            },
+            episode_key=episodes.next_key(s, ctx.platform, inv.id),
         )
-        s.add(row)
+        try:
+            with s.begin_nested():  # the episode key is unique: a racing worker's decision wins
+                s.add(row)
+                s.flush()
+        except IntegrityError:
+            winner = s.scalars(sa.select(Decision).where(Decision.episode_key == row.episode_key)).one()
+            return _attached(s, winner, context, event_id, workflow_id)
         audit.record(
             s,
             action="recovery.decided",
@@ -285,6 +324,15 @@ def decide_and_record(
         s.flush()
         guardrails.breaker_check(s, policy, now=now)
         return _decision_dict(row)
+
+
+def _attached(s: Any, dec: Decision, context: dict[str, Any], event_id: str, wf: str) -> dict[str, Any]:
+    """This failure belongs to `dec`'s episode: record it there; the workflow stops (status attached)."""
+    s.refresh(dec, with_for_update=True)
+    ctx = context.get("attempt") or {}
+    event = {"event_id": event_id, "attempt": ctx, "occurred_at": context.get("failed_at")}
+    rec = episodes.record_failure(s, dec, event, wf)
+    return {**_decision_dict(dec), "status": "attached", "owner": dec.workflow_id, "episode": rec}
 
 
 def subject_of(ctx: RecoveryContext, policy: Any) -> Subject:

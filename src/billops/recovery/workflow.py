@@ -2,7 +2,8 @@
 `<platform>:<event id>`: it applies the event to the mirror, starts (or joins) a payment recovery on a
 failed payment, and tells running recoveries when their invoice settles or the card is updated.
 
-A recovery: claim the invoice (one recovery per invoice) → gather context → decide and record →
+A recovery: claim the invoice (one recovery, and one decision, per invoice episode: a later failure
+is recorded on the episode's decision, recovery/episodes.py) → gather context → decide and record →
 by mode: shadow (stop), assist (durable wait for a human, with a timeout and a default outcome),
 auto (execute; human_review routes still wait for a human). Execution waits for each retry time
 with a durable timer that wakes early when the invoice settles elsewhere.
@@ -78,8 +79,9 @@ def recover(event: dict[str, Any], trace_id: str) -> dict[str, Any]:
     assert wf is not None
     platform, invoice_id = event["platform"], event["invoice"]["id"]
     owner = steps.claim_invoice(platform, invoice_id, wf)
-    if owner != wf:
-        return {"status": "joined", "recovery": owner}
+    if owner != wf:  # a running recovery, or a decision whose episode is open: the failure is recorded there
+        recorded = steps.record_episode_failure(owner, event, wf)
+        return {"status": "joined", "recovery": owner, "attempts": recorded.get("attempts")}
 
     gathered = steps.gather_context(event, True)
     wait = float(gathered.get("wait_seconds", 0.0))  # recorded with the first read: same on replay
@@ -95,6 +97,9 @@ def recover(event: dict[str, Any], trace_id: str) -> dict[str, Any]:
 
     decision = steps.decide_and_record(wf, event["event_id"], gathered["context"], trace_id)
     status = decision["status"]
+    if status == "attached":  # a racing worker opened this episode's decision first: recorded there
+        steps.finish(wf, platform, invoice_id, "attached", {})
+        return {"status": "joined", "recovery": decision["owner"]}
     if status == "recorded":  # shadow
         if _llm_drafts(decision):  # what the model would have written, recorded beside the decision
             drafts.redraft(wf, decision)

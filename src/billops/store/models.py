@@ -128,8 +128,13 @@ class Decision(Base):
     """One decision per recovery workflow: the route, the score, the plan, the drafts, its state."""
 
     __tablename__ = "decisions"
+    # One decision per invoice episode (migration 0008): `<platform>:<invoice id>:<episode number>`,
+    # unique, so two workers racing on two failures of one invoice cannot open two decisions. NULL only
+    # on rows from before 0008 that were a later duplicate of their invoice's first decision.
+    __table_args__ = (sa.Index("uq_decisions_episode", "episode_key", unique=True),)
 
     workflow_id: Mapped[str] = mapped_column(sa.String(300), primary_key=True)
+    episode_key: Mapped[str | None] = mapped_column(sa.String(320), default=None)
     workflow: Mapped[str] = mapped_column(sa.String(40), default="recovery")
     platform: Mapped[str] = mapped_column(sa.String(20))
     invoice_id: Mapped[str] = mapped_column(sa.String(255), index=True)
