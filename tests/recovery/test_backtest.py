@@ -135,3 +135,20 @@ def test_cli_bad_dates_exit_2_and_empty_range_message(tmp_path: Any, monkeypatch
     ok = runner.invoke(app, ["recovery", "backtest", "--since", "2026-01-01", "--until", "2026-02-01"])
     assert ok.exit_code == 0, ok.output
     assert "rules-v1" in ok.output and "nothing to compare" in ok.output
+
+
+def test_demo_block_prints_the_backtest_on_the_demo_mirror(tmp_path: Any) -> None:
+    import io
+
+    from rich.console import Console
+
+    from billops.recovery.backtest_cli import demo_block
+    from billops.store.db import Database
+
+    db = Database(f"sqlite:///{tmp_path / 'billops.db'}")
+    db.migrate()
+    db.dispose()
+    out = io.StringIO()
+    r = demo_block(Console(file=out, width=120), tmp_path, 30)
+    assert r is not None and r["model"].startswith("rules-v1")
+    assert "Shadow backtest" in out.getvalue() and "/console/backtest" in out.getvalue()

@@ -463,4 +463,7 @@ def run_demo(
         elapsed_seconds=time.perf_counter() - started,
     )
     print_summary(console, summary)
+    from billops.recovery.backtest_cli import demo_block
+
+    summary["backtest"] = demo_block(console, data_dir, days)
     return summary
