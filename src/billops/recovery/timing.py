@@ -381,20 +381,16 @@ def _judge_sequences(
         last = f["failed_at"].dt.tz_localize(None).to_numpy().astype("datetime64[s]")[again]
         p_last = model.predict(assemble(st, again, last, a0[again].astype(np.float64)))
         prior[again] = (a0[again] - 1) * p_last
-    fi, at, att, ev = [], [], [], []
-    for i in rows:
-        plan = plans[i]
-        assert plan is not None
-        acc = prior[i]
-        for k, (t, p1) in enumerate(zip(plan.retries, plan.probabilities, strict=True)):
-            fi.append(i)
-            at.append(np.datetime64(t.replace(tzinfo=None), "s"))
-            att.append(float(a0[i] + 1 + k))
-            ev.append(acc)
-            acc += p1
-    p2 = model.predict_sequence(
-        assemble(st, np.asarray(fi), np.asarray(at), np.asarray(att)), np.asarray(ev, dtype=np.float64)
-    )
+    lengths = np.array([len(plans[i].retries) for i in rows], dtype=np.int64)  # type: ignore[union-attr]
+    fi = np.repeat(idx, lengths)
+    k = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)  # retry number
+    at = pd.DatetimeIndex([t for i in rows for t in plans[i].retries]).tz_convert(None)  # type: ignore[union-attr]
+    p1 = np.fromiter((q for i in rows for q in plans[i].probabilities), dtype=np.float64)  # type: ignore[union-attr]
+    # Evidence: the prior plus the chances of the plan's own earlier retries (a cumulative sum per plan).
+    before = np.cumsum(p1) - p1
+    ev = prior[fi] + before - np.repeat(before[np.cumsum(lengths) - lengths], lengths)
+    att = (a0[fi] + 1 + k).astype(np.float64)
+    p2 = model.predict_sequence(assemble(st, fi, at.to_numpy().astype("datetime64[s]"), att), ev)
     amounts = f["amount"].to_numpy(dtype=np.float64)
     pos = 0
     for i in rows:
