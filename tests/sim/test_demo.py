@@ -106,3 +106,11 @@ def test_demo_command_line(tmp_path: Path) -> None:
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=180, check=False)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     assert "Look further" in out.stdout and "Done in" in out.stdout
+
+
+def test_summary_counts_each_invoice_once() -> None:
+    """A database from before migration 0008 may hold several decisions for one invoice."""
+    d = {"platform": "stripe", "invoice_id": "in_1", "route": "auto_retry", "amount": 21900}
+    d["currency"] = "gbp"
+    s = summarize([d, {**d, "workflow_id": "b"}, {**d, "workflow_id": "c"}])
+    assert s["decisions"] == 1 and s["at_risk"] == {"gbp": 21900}

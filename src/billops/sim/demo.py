@@ -230,6 +230,9 @@ def wait_settled(
 
 
 def summarize(decisions: list[dict[str, Any]]) -> dict[str, Any]:
+    # Each invoice counts once (one decision per invoice episode; an older database may hold more).
+    once = {(d.get("platform"), d.get("invoice_id") or d.get("workflow_id") or id(d)): d for d in decisions}
+    decisions = list(once.values())
     routes: dict[str, dict[str, Any]] = {r: {"count": 0, "amount": {}, "retries": 0} for r in ROUTES}
     at_risk: dict[str, int] = defaultdict(int)
     projected: dict[str, int] = defaultdict(int)
