@@ -69,6 +69,7 @@ ROUTES: dict[tuple[str, str], str] = {
     ("POST", "/api/controls/breaker/reset"): "admin",
     ("GET", "/api/feedback"): "viewer",
     ("GET", "/api/kpis"): "viewer",
+    ("GET", "/api/recovery/backtest"): "viewer",
     ("GET", "/api/users"): "admin",
     ("POST", "/api/users"): "admin",
     ("POST", "/api/users/{username}/revoke"): "admin",
@@ -99,6 +100,7 @@ ROUTES: dict[tuple[str, str], str] = {
     ("POST", "/console/tokens/issue"): "console",
     ("POST", "/console/tokens/{token_id}/revoke"): "console",
     ("GET", "/console/workflows"): "console",
+    ("GET", "/console/backtest"): "console",
     ("GET", "/console/workflows/{workflow_id}"): "console",
     ("POST", "/console/workflows/{workflow_id}/resume"): "console",
 }
