@@ -7,8 +7,8 @@
    split) and by fixed schedules: Polar (days 2, 7, 14, 21), Kill Bill (every 8 days: 8, 16, 24) and
    8 evenly spaced tries in 14 days. Every policy is played against the same oracle with common random
    numbers: an attempt on an invoice in a given hour succeeds or fails the same way whoever asks. The
-   same deadline (21 days) and the same network blocks (no blind retry of hard declines or cards that
-   need new data) apply to all policies, so the difference is timing and count alone.
+   same deadline (21 days) and the same network "never" blocks (no retry of hard declines, MAC 03/21,
+   Visa category 1) apply to all policies, so the difference is timing and count alone.
 3. Across worlds (`--worlds`, `worlds.py`): a fresh model per simulator world, fixed schedules played as
    platforms play them (every failure retried, violations counted), bootstrap CIs, luck replicates, ECE.
 """
@@ -188,7 +188,9 @@ def backtest(
         failures["network_advice_code"].fillna(""),
         failures["card_brand"].fillna(""),
     )
-    blocked = (cats["never_retry"] | (cats["decline_category"] == "needs_new_card")).to_numpy()
+    # Fixed schedules retry what a platform's dunning retries: everything but the networks' "never"
+    # declines (needs-new-card ones included: updaters refresh cards in place).
+    blocked = cats["never_retry"].to_numpy()
     for name, days in FIXED.items():
         plans = []
         for i, (_, row) in enumerate(failures.iterrows()):
