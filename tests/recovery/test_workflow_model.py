@@ -126,7 +126,12 @@ def test_a_failed_retry_is_replanned_with_the_new_decline(
     assert result["retries"] is not None and len(result["retries"]) <= 3  # 4 in all, one spent
     again_result = steps.replan(wf, 1, gathered["context"])
     assert again_result == result, "a replayed step returns what it stored"
-    assert svc.audit_actions(wf) == ["recovery.decided", "recovery.replanned"]
+    # The second failure joins the invoice's episode (recovery.failure_recorded, from its own event's
+    # workflow, so in either order with the re-plan); the re-plan is recorded once.
+    actions = svc.audit_actions(wf)
+    assert actions[0] == "recovery.decided" and actions.count("recovery.replanned") == 1, actions
+    assert set(actions) <= {"recovery.decided", "recovery.replanned", "recovery.failure_recorded"}, actions
+    assert actions.count("recovery.failure_recorded") <= 1, actions
     with svc.rt.db.reader() as s:
         assert verify(s).ok
     assert d.plan["retries"] != result["retries"]
