@@ -6,11 +6,13 @@ high, by an amount that depends on how noisy the model is, hence on the data. Tr
 
 1. the training slice's invoices are split in two halves (by a hash of the invoice id); a model with
    the main model's parameters and number of rounds is fitted on each half, and each is calibrated
-   (isotonic, per retry) on the calibration slice like the main model;
+   (isotonic, per retry) on the calibration slice like the main model; each half also gets its own
+   sequence model (training.py) and the main model's spacing curves (spacing.py);
 2. up to `MAX_FAILURES` failures of the calibration slice (invoices none of the three models trained
-   on) are planned by each half-model (the chooser), with the same planner and network rules as in
-   service, and the chosen times are judged by the other half-model (its errors are independent of the
-   choice);
+   on) are planned by each half-model (the chooser) exactly as the service plans (spacing, network
+   caps, the chooser's own sequence judgement of its plan), and the chosen times are judged by the
+   other half-model's retry and sequence models (`judge.sequence_chances`; its errors are independent
+   of the choice). Chooser and judge thus compute the same quantity the main model reports;
 3. a Platt-style line is fitted over both directions, logit(judge) ≈ a + b · logit(chooser): how far
    the chooser's maximum overstates what an independent model sees at the same times.
 
@@ -37,7 +39,6 @@ from billops.recovery.model import (
     CustomerHistory,
     RecoveryModel,
     _thresholds,
-    assemble,
     categories,
     static_features,
 )
@@ -119,6 +120,7 @@ def curse_map(
     models: list[RecoveryModel] | None,
 ) -> tuple[tuple[np.ndarray, np.ndarray], dict[str, Any]]:
     """The correction knots (chooser → judge, scaled to the main model), and what was measured."""
+    from billops.recovery.judge import sequence_chances
     from billops.recovery.planner import load_network_rules
     from billops.recovery.timing import CardIndex, plan_timing
 
@@ -141,29 +143,24 @@ def curse_map(
     st = static_features(fails, vocab)
     rules = load_network_rules()
     cards = CardIndex.build(attempts)
+    fails["attempts_so_far"] = 1
     chosen: list[float] = []
     judged: list[float] = []
     for c, j in ((0, 1), (1, 0)):
+        # The chooser plans as the service does (spacing, network caps, its own sequence judgement);
+        # the judge sees the same times through its own retry and sequence models.
         plans = plan_timing(
             models[c], fails, history, cards, max_retries=PLAN_RETRIES, rules=rules, explain=False
-        )  # a half-model has no sequence model: its own retry probabilities are judged
-        fi, at, attempt = [], [], []
-        owner = []
-        for i, p in enumerate(plans):
-            for k, t in enumerate(p.retries):
-                fi.append(i)
-                at.append(np.datetime64(t.replace(tzinfo=None), "s"))
-                attempt.append(2.0 + k)
-                owner.append(i)
-        if not fi:
+        )
+        idx = np.array([i for i, p in enumerate(plans) if p.retries], dtype=np.int64)
+        if not len(idx):
             continue
-        q = models[j].predict(assemble(st, np.asarray(fi), np.asarray(at), np.asarray(attempt)))
-        log_miss = np.zeros(len(plans))
-        np.add.at(log_miss, np.asarray(owner), np.log1p(-np.clip(q, 0.0, 1 - 1e-9)))
-        for i, p in enumerate(plans):
-            if p.retries:
-                chosen.append(1.0 - float(np.prod([1.0 - v for v in p.probabilities])))
-                judged.append(1.0 - float(np.exp(log_miss[i])))
+        q = sequence_chances(models[j], st, fails, idx, [plans[i].retries for i in idx])
+        lengths = np.array([len(plans[i].retries) for i in idx])
+        log_miss = np.add.reduceat(np.log1p(-np.clip(q, 0.0, 1 - 1e-9)), np.cumsum(lengths) - lengths)
+        for i, lm in zip(idx, log_miss, strict=True):
+            chosen.append(1.0 - float(np.prod([1.0 - v for v in plans[i].probabilities])))
+            judged.append(1.0 - float(np.exp(lm)))
     if len(chosen) < MIN_PLANS:
         return IDENTITY, {"applied": False, "why": f"only {len(chosen)} plans with retries to measure"}
     cx, jy = np.asarray(chosen), np.asarray(judged)

@@ -77,7 +77,10 @@ FORMAT = "billops-recovery-model/1"
 # will not be paid (no funds at all, a closed account): later chances are lower than the retry model
 # says, which averages over the history's own (often random) earlier retry times.
 SEQUENCE_FEATURE = "prior_expected_successes"
-FEATURES_SEQUENCE = [*FEATURES, SEQUENCE_FEATURE]
+# And the hours since the invoice's previous attempt: a retry soon after a failed one meets the same
+# state (recovery/spacing.py).
+GAP_FEATURE = "hours_since_previous_attempt"
+FEATURES_SEQUENCE = [*FEATURES, SEQUENCE_FEATURE, GAP_FEATURE]
 IDENTITY_KNOTS = (np.array([0.0, 1.0]), np.array([0.0, 1.0]))
 MIN_EXAMPLES = 200  # fewer retries than this in the history: no model (the rules scorer stays in charge)
 
@@ -156,7 +159,7 @@ def training_examples(attempts: pd.DataFrame) -> pd.DataFrame:
     )
     a = a.assign(_card=card_key, _exp=exp_key)
     grp = a.groupby("invoice_id", sort=False)
-    prev = grp[["decline_code", "network_advice_code", "_card", "_exp"]].shift(1)
+    prev = grp[["decline_code", "network_advice_code", "_card", "_exp", "attempted_at"]].shift(1)
     same_card = (a["_card"] == prev["_card"]).to_numpy()
     refreshed = same_card & (a["_exp"] != prev["_exp"]).to_numpy()
     retry = (idx > 0) & first_failed & (wins_before == 0)
@@ -171,6 +174,8 @@ def training_examples(attempts: pd.DataFrame) -> pd.DataFrame:
     ex["attempt_number"] = idx[keep] + 1
     ex["decline_code"] = prev.loc[keep, "decline_code"].fillna("").replace("", "generic_decline")
     ex["network_advice_code"] = prev.loc[keep, "network_advice_code"].fillna("")
+    # Hours since the invoice's previous attempt (the failure a retry follows): the spacing's evidence.
+    ex["gap_hours"] = (ex["attempted_at"] - prev.loc[keep, "attempted_at"]).dt.total_seconds() / 3600.0
     ex["label"] = (ex["outcome"] == "succeeded").astype(np.int64)
     ex = ex.reset_index(drop=True)
     ex.attrs["new_card_retries_excluded"] = int((retry & ~same_card).sum())
@@ -220,14 +225,16 @@ class RecoveryModel:
     seq_x: np.ndarray = field(default_factory=lambda: np.array([0.0, 1.0]))
     seq_y: np.ndarray = field(default_factory=lambda: np.array([0.0, 1.0]))
 
-    def predict_sequence(self, x: np.ndarray, evidence: np.ndarray) -> np.ndarray:
+    def predict_sequence(self, x: np.ndarray, evidence: np.ndarray, gap_hours: np.ndarray) -> np.ndarray:
         """Calibrated P(success) of retries given the earlier retries' summed probabilities
-        (`SEQUENCE_FEATURE`); the retry model's own when the artifact has no sequence model."""
+        (`SEQUENCE_FEATURE`) and the hours since the previous attempt (`GAP_FEATURE`, unused by older
+        artifacts); the retry model's own when the artifact has no sequence model."""
         if len(x) == 0:
             return np.zeros(0)
         if self.sequence_booster is None:
             return self.predict(x)
-        x2 = np.column_stack([x, evidence])
+        extra = [evidence, gap_hours][: int(self.sequence_booster.num_feature()) - x.shape[1]]
+        x2 = np.column_stack([x, *extra])
         raw = np.asarray(self.sequence_booster.predict(x2, num_threads=self.threads), dtype=np.float64)
         return np.interp(raw, self.seq_x, self.seq_y)
 

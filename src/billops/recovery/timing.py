@@ -11,18 +11,21 @@ For each failure, on a candidate grid from the earliest allowed time to the dead
 2. the model's calibrated P(success) for the first retry every `scan_hours` hours up to the
    deadline, grouped into at most `coarse_points` blocks; each block's best scanned time is refined
    hourly (inside the block), and the later retries (other attempt numbers) are evaluated there too;
-3. a dynamic programme over (retry k, block) maximizing the expected value
-   Σ_k Π_{j<k}(1 − p_j) · (p_k · amount · d_k − cost): a retry is planned only while its chance times
-   the amount due beats the attempt cost (`recovery.attempt_cost`), each retry at least the minimum
-   spacing after the one before (an optional floor `min_retry_probability` too);
+3. a dynamic programme over (retry k, previous pick, block) maximizing the expected value
+   Σ_k Π_{j<k}(1 − q_j) · (q_k · amount · d_k − cost), q_k = p_k · g(hours since the previous pick),
+   g the learned spacing factor (spacing.py, plan_dp.py): a retry is planned only while its chance
+   times the amount due beats the attempt cost (`recovery.attempt_cost`), each retry at least the
+   minimum spacing after the one before (an optional floor `min_retry_probability` too);
 4. the per-card caps (Visa reattempts per 30 days, Mastercard 10 per 24 h / 35 per 30 days) counted
    with the card's earlier attempts; a retry that would break one is dropped (never moved silently).
 
+5. the sequence model re-judges each plan's retries in order (judge.py): retry k's chance given that
+   the earlier ones failed, at their times and gaps; trailing retries no longer worth their cost go.
+
 The recovery likelihood (0–100) is 100 × P(the plan recovers the invoice), `RecoveryModel.
-plan_probability`: the raw 1 − Π(1 − p_k) of the chosen times is first corrected for the optimizer's
-curse (the chosen times are where the model's own errors are high; training measures that with two
-models fitted on disjoint halves, one choosing and one judging), then calibrated at the invoice level
-(successive retries are not independent: a customer without funds stays without funds).
+plan_probability`: 1 − Π(1 − p_k) of the sequence model's chances, corrected for the optimizer's curse
+(the chosen times are where the model's own errors are high; training measures that with two models
+fitted on disjoint halves, one choosing and one judging).
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ import pandas as pd
 from billops.policy import RecoveryPolicy
 from billops.recovery.card_caps import CardIndex, apply_caps
 from billops.recovery.data import ATTEMPT_COLUMNS
+from billops.recovery.judge import judge_sequences
 from billops.recovery.model import (
     FEATURES,
     LABELS,
@@ -50,6 +54,7 @@ from billops.recovery.model import (
     categories,
     static_features,
 )
+from billops.recovery.plan_dp import choose_retries
 from billops.recovery.planner import NetworkRules
 
 HOUR = np.timedelta64(3600, "s")
@@ -196,7 +201,7 @@ def plan_timing(
         )
         cards = card_history if isinstance(card_history, CardIndex) else CardIndex.build(card_history)
         apply_caps(model, f, np.asarray(live), plans, cards, rules)
-        _judge_sequences(model, st, f, np.asarray(live), plans, _cost_minor(f, attempt_cost))
+        judge_sequences(model, st, f, np.asarray(live), plans, _cost_minor(f, attempt_cost))
     if explain:
         _explain(model, st, f, plans)
     return [p for p in plans if p is not None]
@@ -306,38 +311,25 @@ def _plan_live(
         want = pairs.merge(table, on=["i", "c"])
         prob[want["i"].to_numpy(), want["k"].to_numpy(), want["j"].to_numpy()] = want["p"].to_numpy()
 
-    # 3. Dynamic programme over (retry, block), backwards, in money: a retry's expected recovery
-    # (probability × amount, a small preference for earlier recoveries) minus its cost.
-    hours_in = (st_live - f["failed_at"].dt.tz_localize(None).to_numpy().astype("datetime64[s]")[live]) / HOUR
+    # 3. The dynamic programme over (retry, previous pick, block), in money (recovery/plan_dp.py).
+    last_fail = f["failed_at"].dt.tz_localize(None).to_numpy().astype("datetime64[s]")[live]
+    hours_in = ((st_live - last_fail) / HOUR).astype(np.float64)
     discount = np.clip(1.0 - TIME_DISCOUNT_PER_DAY * (hours_in[:, None] + best_h) / 24.0, 0.5, 1.0)
-    amount = np.maximum(f["amount"].to_numpy(dtype=np.float64)[live], 0.0)[:, None]
-    cost = cost_minor[live][:, None]
-    take = np.full((m, k_max, t_max), -1.0)
-    v_next = np.zeros((m, t_max))
-    jj = np.arange(t_max)[None, :] + gap[:, None]
-    inside = jj < t_len[:, None]
-    jj = np.minimum(jj, t_max - 1)
-    for k in range(k_max - 1, -1, -1):
-        after = np.where(inside, np.take_along_axis(v_next, jj, axis=1), 0.0)
-        pk = prob[:, k, :]
-        ok = valid & (pk >= min_p) & (pk * amount * discount > cost)
-        take[:, k, :] = np.where(ok, pk * amount * discount - cost + (1 - pk) * after, -1.0)
-        v_next = np.maximum(np.maximum.accumulate(take[:, k, ::-1], axis=1)[:, ::-1], 0.0)
-
-    j = np.zeros(m, dtype=np.int64)
-    alive = np.ones(m, dtype=bool)
-    cols = np.arange(t_max)[None, :]
-    rows_m = np.arange(m)
-    pick_i, pick_t, pick_p = [], [], []
-    for k in range(k_max):
-        masked = np.where(cols >= j[:, None], take[:, k, :], -1.0)
-        best = masked.argmax(axis=1)
-        alive &= masked[rows_m, best] > 0
-        idx = np.nonzero(alive)[0]
-        pick_i.append(idx)
-        pick_t.append(st_live[idx] + best_h[idx, best[idx]] * HOUR)
-        pick_p.append(prob[idx, k, best[idx]])
-        j = np.where(alive, best + gap, j)
+    pick_i, pick_j, pick_p = choose_retries(
+        prob,
+        valid,
+        best_h.astype(np.float64),
+        hours_in,
+        amount=np.maximum(f["amount"].to_numpy(dtype=np.float64)[live], 0.0),
+        cost=cost_minor[live],
+        discount=discount,
+        gap=gap,
+        min_p=min_p,
+        spacing=model.manifest.get("spacing"),
+        categories=f["decline_category"].astype(str).to_numpy()[live],
+        replan=a0 > 1,
+    )
+    pick_t = [st_live[i] + best_h[i, j] * HOUR for i, j in zip(pick_i, pick_j, strict=True)]
     all_i = np.concatenate(pick_i)
     order = np.argsort(all_i, kind="stable")  # per failure, in retry order
     all_i = all_i[order]
@@ -355,61 +347,6 @@ def _plan_live(
                 "no retry time before the deadline is worth its cost (success probability × amount "
                 "due below the attempt cost)"
             )
-
-
-def _judge_sequences(
-    model: RecoveryModel,
-    st: StaticFeatures,
-    f: pd.DataFrame,
-    live: np.ndarray,
-    plans: list[TimingPlan | None],
-    cost_minor: np.ndarray,
-) -> None:
-    """Re-judge each plan's retries in order with the sequence model: retry k's chance given that the
-    earlier ones (at the times the retry model liked) failed. Trailing retries no longer worth their
-    cost are dropped; the plan's probability is computed from these chances."""
-    rows = [int(i) for i in live if plans[i] is not None and plans[i].retries]
-    if not rows:
-        return
-    a0 = f["attempts_so_far"].to_numpy(dtype=np.int64)
-    idx = np.asarray(rows)
-    # A re-plan: the retries already made failed; their chances are taken as the retry model's at the
-    # last one (their own times are not in the frame).
-    prior = np.zeros(len(f))
-    again = idx[a0[idx] > 1]
-    if len(again):
-        last = f["failed_at"].dt.tz_localize(None).to_numpy().astype("datetime64[s]")[again]
-        p_last = model.predict(assemble(st, again, last, a0[again].astype(np.float64)))
-        prior[again] = (a0[again] - 1) * p_last
-    lengths = np.array([len(plans[i].retries) for i in rows], dtype=np.int64)  # type: ignore[union-attr]
-    fi = np.repeat(idx, lengths)
-    k = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)  # retry number
-    at = pd.DatetimeIndex([t for i in rows for t in plans[i].retries]).tz_convert(None)  # type: ignore[union-attr]
-    p1 = np.fromiter((q for i in rows for q in plans[i].probabilities), dtype=np.float64)  # type: ignore[union-attr]
-    # Evidence: the prior plus the chances of the plan's own earlier retries (a cumulative sum per plan).
-    before = np.cumsum(p1) - p1
-    ev = prior[fi] + before - np.repeat(before[np.cumsum(lengths) - lengths], lengths)
-    att = (a0[fi] + 1 + k).astype(np.float64)
-    p2 = model.predict_sequence(assemble(st, fi, at.to_numpy().astype("datetime64[s]"), att), ev)
-    amounts = f["amount"].to_numpy(dtype=np.float64)
-    pos = 0
-    for i in rows:
-        plan = plans[i]
-        assert plan is not None
-        n = len(plan.retries)
-        q = [float(v) for v in p2[pos : pos + n]]
-        pos += n
-        while q and q[-1] * amounts[i] <= cost_minor[i]:
-            q.pop()
-            dropped = plan.retries.pop()
-            plan.notes.append(
-                f"retry at {dropped:%Y-%m-%d %H:%M} UTC dropped: after the earlier retries failed it is "
-                "no longer worth its cost"
-            )
-        plan.probabilities = q
-        plan.recovery_probability = model.plan_probability(q)
-        if not plan.retries:
-            plan.blocked = "no retry is worth its cost once the earlier ones have failed"
 
 
 def _cost_minor(f: pd.DataFrame, attempt_cost: float) -> np.ndarray:

@@ -2,11 +2,15 @@
 invoices (by first failure) train LightGBM, the next 15 % stop the boosting early and fit the isotonic
 calibration, the newest 15 % measure it (AUC, Brier score, log loss). No invoice straddles two slices.
 
+Beside the retry model: a sequence model (the same features, the earlier retries' summed out-of-fold
+probabilities and the hours since the previous attempt; judge.py), and the spacing curves (how a
+retry's chance moves with the time since the failed attempt before it; spacing.py), both from
+out-of-fold probabilities of two half-models fitted on disjoint halves of the training slice.
+
 The chosen plan's probability is a maximum over candidate times, so it is biased upwards by the model's
-own errors (the optimizer's curse). Training measures that bias out of fold (`curse.py`): two models
-fitted on disjoint halves of the training slice plan the calibration slice's failures, each judging
-the other's chosen times; an isotonic map from the chooser's plan probability to the judge's is kept
-with the artifact and applied before the invoice-level calibration."""
+own errors (the optimizer's curse). Training measures that bias out of fold (`curse.py`): the two
+half-models plan the calibration slice's failures, each judging the other's chosen times; a line from
+the chooser's plan probability to the judge's, scaled to the main model, is kept with the artifact."""
 
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ from billops.recovery.model import (
     CATEGORICAL,
     FEATURES,
     FEATURES_SEQUENCE,
+    GAP_FEATURE,
     MAX_ROUNDS,
     MIN_EXAMPLES,
     PARAMS,
@@ -38,6 +43,7 @@ from billops.recovery.model import (
     save_model,
     training_examples,
 )
+from billops.recovery.spacing import fit_spacing
 
 SPLITS = (0.70, 0.85)
 
@@ -48,33 +54,29 @@ def sequence_evidence(invoice_ids: pd.Series, p: np.ndarray) -> np.ndarray:
     return (s.groupby(invoice_ids.to_numpy(), sort=False).cumsum() - s).to_numpy(dtype=np.float64)
 
 
-def _sequence_model(
-    ex: pd.DataFrame,
-    x: np.ndarray,
-    y: np.ndarray,
-    part: np.ndarray,
-    cal: np.ndarray,
-    halves: list[Any] | None,
-    half: np.ndarray,
-) -> tuple[tuple[Any, tuple[np.ndarray, np.ndarray]] | None, dict[str, Any]]:
-    """The sequence model: the retry model's features plus the earlier retries' summed probabilities.
-    Training rows take those probabilities out of fold (from the half-model that did not see them), the
-    later slices from the retry model (which did not see them either)."""
-    import lightgbm
-    from sklearn.isotonic import IsotonicRegression
-
-    if halves is None:
-        return None, {}
+def out_of_fold(
+    x: np.ndarray, part: np.ndarray, cal: np.ndarray, halves: list[Any], half: np.ndarray
+) -> np.ndarray:
+    """Retry probabilities no row's own label shaped: training rows from the half-model that did not
+    see them, the later slices from the retry model (which did not see them either)."""
     p = cal.copy()
     train = part == 0
     for h in (0, 1):
         sel = train & (half == h)
         p[sel] = halves[1 - h].predict(x[sel])
-    ev = sequence_evidence(ex["invoice_id"], p)
-    x2 = np.column_stack([x, ev])
+    return p
+
+
+def _fit_sequence(
+    x2: np.ndarray, y: np.ndarray, fit: np.ndarray, cal: np.ndarray
+) -> tuple[Any, tuple[np.ndarray, np.ndarray]]:
+    """A sequence booster on rows `fit`, stopped early and calibrated (isotonic) on rows `cal`."""
+    import lightgbm
+    from sklearn.isotonic import IsotonicRegression
+
     cats = [FEATURES_SEQUENCE.index(c) for c in CATEGORICAL]
-    d = lightgbm.Dataset(x2[train], y[train], feature_name=FEATURES_SEQUENCE, categorical_feature=cats)
-    dcal = lightgbm.Dataset(x2[part == 1], y[part == 1], reference=d)
+    d = lightgbm.Dataset(x2[fit], y[fit], feature_name=FEATURES_SEQUENCE, categorical_feature=cats)
+    dcal = lightgbm.Dataset(x2[cal], y[cal], reference=d)
     booster = lightgbm.train(
         PARAMS,
         d,
@@ -84,11 +86,39 @@ def _sequence_model(
     )
     if booster.best_iteration and booster.best_iteration < booster.current_iteration():
         booster = lightgbm.Booster(model_str=booster.model_to_string(num_iteration=booster.best_iteration))
-    raw = np.asarray(booster.predict(x2), dtype=np.float64)
-    iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(raw[part == 1], y[part == 1])
-    knots = (np.asarray(iso.X_thresholds_, float), np.asarray(iso.y_thresholds_, float))
-    seq = np.interp(raw, knots[0], knots[1])
-    return (booster, knots), {"test_sequence": metrics(y[part == 2], seq[part == 2])}
+    raw = np.asarray(booster.predict(x2[cal]), dtype=np.float64)
+    iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(raw, y[cal])
+    return booster, (np.asarray(iso.X_thresholds_, float), np.asarray(iso.y_thresholds_, float))
+
+
+def _sequence_models(
+    ex: pd.DataFrame,
+    x: np.ndarray,
+    y: np.ndarray,
+    part: np.ndarray,
+    p: np.ndarray | None,
+    halves: list[RecoveryModel] | None,
+    half: np.ndarray,
+) -> tuple[tuple[Any, tuple[np.ndarray, np.ndarray]] | None, dict[str, Any]]:
+    """The sequence model: the retry model's features plus the earlier retries' summed out-of-fold
+    probabilities and the hours since the previous attempt. Each half-model gets its own, fitted on
+    its half with the same evidence and calibrated with its own retry model's evidence, so that the
+    optimizer's-curse measurement (curse.py) plans and judges exactly as the service does."""
+    if p is None or halves is None:
+        return None, {}
+    train, calib = part == 0, part == 1
+    gap = ex["gap_hours"].to_numpy(dtype=np.float64)
+    x2 = np.column_stack([x, sequence_evidence(ex["invoice_id"], p), gap])
+    booster, knots = _fit_sequence(x2, y, train, calib)
+    raw = np.asarray(booster.predict(x2[part == 2]), dtype=np.float64)
+    report = {"test_sequence": metrics(y[part == 2], np.interp(raw, knots[0], knots[1]))}
+    for h, model in enumerate(halves):
+        # Calibration rows: the evidence this half's own retry model gives them (as in service).
+        ph = p.copy()
+        ph[calib] = model.predict(x[calib])
+        x2h = np.column_stack([x, sequence_evidence(ex["invoice_id"], ph), gap])
+        model.sequence_booster, (model.seq_x, model.seq_y) = _fit_sequence(x2h, y, train & (half == h), calib)
+    return (booster, knots), report
 
 
 def _iso(t: Any) -> str | None:
@@ -235,9 +265,29 @@ def train(attempts: pd.DataFrame, *, out: Path, source: str) -> tuple[RecoveryMo
     }
     t0 = time.perf_counter()
     halves, half = half_models(ex, x, y, part, vocab, rounds=int(booster.current_iteration()))
-    sequence, seq_metrics = _sequence_model(ex, x, y, part, cal, halves, half)
+    p_oof = None if halves is None else out_of_fold(x, part, cal, halves, half)
+    sequence, seq_metrics = _sequence_models(ex, x, y, part, p_oof, halves, half)
     manifest["metrics"].update(seq_metrics)
-    manifest["sequence_model"] = {"feature": SEQUENCE_FEATURE, "fitted": sequence is not None}
+    manifest["spacing"] = (
+        fit_spacing(
+            ex["decline_category"].to_numpy(),
+            ex["attempt_number"].to_numpy(dtype=np.float64),
+            ex["gap_hours"].to_numpy(dtype=np.float64),
+            y,
+            p_oof,
+        )
+        if p_oof is not None
+        else {"rows": 0, "curves": {}, "why": "too few training retries to split in two"}
+    )
+    manifest["sequence_model"] = {
+        "features": [SEQUENCE_FEATURE, GAP_FEATURE],
+        "fitted": sequence is not None,
+    }
+    for hm in halves or []:  # the half-models plan as the main model will (curse.py)
+        hm.manifest.update(
+            spacing=manifest["spacing"],
+            training={"decline_support": manifest["training"]["decline_support"]},
+        )
     curse_knots, curse_report = curse_map(attempts, ex, part, history, vocab, halves)
     manifest["curse_correction"] = {**curse_report, "seconds": round(time.perf_counter() - t0, 2)}
     model = save_model(

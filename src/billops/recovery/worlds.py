@@ -9,7 +9,8 @@ stream. Fixed schedules retry every failure (needs-new-card included, never-code
 defaults do); their network-rule violations are counted with the same rules file the planner obeys.
 Revenue is compared with the best fixed schedule (by recovered amount at luck 0) with a paired bootstrap
 95 % interval over invoices. The chosen plans' `recovery_probability` is checked by equal-mass deciles
-(ECE). A world passes at ratio ≥ 1.10, 0 violations and ECE ≤ 0.05.
+(ECE) against each invoice's recovered share over the luck replicates. A world passes at a ratio ≥ 1.10
+(the mean over the luck replicates), 0 violations and ECE ≤ 0.05.
 """
 
 from __future__ import annotations
@@ -227,12 +228,15 @@ def evaluate_world(
             ratio_luck_sd=float(np.std(lucky, ddof=1)) if len(lucky) > 1 else 0.0,
         )
     pred = np.array([float(r["recovery_probability"]) if r["retries"] else 0.0 for r in rows])
-    realized = (per_luck["billops"][0] > 0).astype(float)
+    # Each invoice's recovered share over the luck replicates: what its probability claims, with the
+    # coin flips' noise averaged out (one replicate alone adds ~0.03 of pure noise to a decile's ECE).
+    realized = np.mean([got > 0 for got in per_luck["billops"]], axis=0).astype(float)
     ece, table = expected_calibration_error(realized, pred)
     timings["play_s"] = time.perf_counter() - t0
     b = policies["billops"]
     checks = {
-        "ratio": bool(b["ratio_vs_best_fixed"] >= PASS_RATIO),
+        # The mean over the luck replicates: one replicate's ratio moves by ±0.03-0.06 with the coins.
+        "ratio": bool(b["ratio_luck_mean"] >= PASS_RATIO),
         "violations": b["violations"] <= PASS_VIOLATIONS,
         "ece": bool(ece <= PASS_ECE),
     }
