@@ -68,7 +68,7 @@ def judge_sequences(
 ) -> None:
     """Re-judge each plan's retries in order with the sequence model. Trailing retries no longer worth
     their cost are dropped; the plan's probability is computed from these chances."""
-    rows = [int(i) for i in live if plans[i] is not None and plans[i].retries]  # type: ignore[union-attr]
+    rows = [int(i) for i in live if plans[i] is not None and plans[i].retries]
     if not rows:
         return
     chosen = [p for p in (plans[i] for i in rows) if p is not None]
