@@ -84,15 +84,21 @@ def local_fields(at: np.ndarray, codes: np.ndarray, zones: list[str]) -> dict[st
     local = at.copy()
     order = np.argsort(codes, kind="stable")
     bounds = np.searchsorted(codes[order], np.arange(len(zones) + 1))
+    secs = at.astype(np.int64)
     for z, zone in enumerate(zones):
         pos = order[bounds[z] : bounds[z + 1]]
         if not len(pos) or not zone or zone == "UTC":
             continue
+        # A zone's UTC offset changes only on whole quarter hours: convert each distinct quarter hour
+        # once (a planner's candidates share a few thousand), then add the offset back to every time.
+        quarter, inverse = np.unique(secs[pos] // 900, return_inverse=True)
         try:
-            idx = pd.DatetimeIndex(at[pos].astype("datetime64[ns]")).tz_localize("UTC").tz_convert(zone)
+            idx = pd.DatetimeIndex((quarter * 900).astype("datetime64[s]").astype("datetime64[ns]"))
+            idx = idx.tz_localize("UTC").tz_convert(zone).tz_localize(None)
         except Exception:  # an unknown zone (validated on input; the mirror may still hold one): UTC
             continue
-        local[pos] = idx.tz_localize(None).to_numpy().astype("datetime64[s]")
+        offset = idx.to_numpy().astype("datetime64[s]").astype(np.int64) - quarter * 900
+        local[pos] = (secs[pos] + offset[inverse]).astype("datetime64[s]")
     days = local.astype("datetime64[D]")
     month = days.astype("datetime64[M]")
     first = month.astype("datetime64[D]")
