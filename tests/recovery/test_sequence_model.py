@@ -115,3 +115,31 @@ def test_the_curse_correction_lowers_a_chosen_plans_probability(tmp_path: Path) 
     assert np.all(np.diff(model.curse_y) >= 0) and model.curse_y[0] == 0.0
     assert model.plan_probability([]) == 0.0
     assert model.plan_probability([0.5, 0.5]) <= 0.75 + 1e-9
+
+
+def test_an_artifact_whose_sequence_model_predates_the_gap_input_still_judges(tmp_path: Path) -> None:
+    """Artifacts trained before `hours_since_previous_attempt` have a sequence booster with one extra
+    input (the evidence): it gets exactly that, and no spacing curves means a factor of 1."""
+    import dataclasses
+
+    import lightgbm
+
+    from billops.recovery.model import FEATURES
+    from billops.recovery.spacing import spacing_factor
+
+    model, _ = train(_history(), out=tmp_path / "m", source="two kinds of customer")
+    rng = np.random.default_rng(0)
+    x_old = rng.random((400, len(FEATURES) + 1))
+    y_old = (x_old[:, -1] < 0.5).astype(float)
+    old_booster = lightgbm.train(
+        {"objective": "binary", "verbose": -1, "min_data_in_leaf": 5}, lightgbm.Dataset(x_old, y_old), 5
+    )
+    old = dataclasses.replace(
+        model, sequence_booster=old_booster, seq_x=np.array([0.0, 1.0]), seq_y=np.array([0.0, 1.0])
+    )
+    old.manifest = {k: v for k, v in model.manifest.items() if k != "spacing"}
+    x = rng.random((3, len(FEATURES)))
+    p = old.predict_sequence(x, np.array([0.1, 0.9, 0.5]), np.array([5.0, 50.0, 500.0]))
+    assert p.shape == (3,) and np.all((p >= 0) & (p <= 1))
+    assert np.allclose(p, old_booster.predict(np.column_stack([x, [0.1, 0.9, 0.5]])))
+    assert np.all(spacing_factor(old.manifest.get("spacing"), np.array(["soft"]), np.array([1.0])) == 1.0)
