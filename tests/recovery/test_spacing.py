@@ -1,6 +1,7 @@
-"""Spacing (issue 15): a retry soon after a failed one meets the same state. Training learns the factor
-per decline category from out-of-fold probabilities; the planner's dynamic programme spreads retries
-where the factor says clustering wastes them."""
+"""Spacing and paydays from retries (issue 15): a retry soon after a failed one meets the same state,
+and a customer's own retries, won and lost, show on which days of the month they can pay. Training
+learns the spacing factor per decline category from out-of-fold probabilities; the planner's dynamic
+programme spreads retries where the factor says clustering wastes them."""
 
 from __future__ import annotations
 
@@ -139,3 +140,72 @@ def test_training_stores_spacing_curves_and_plans_use_them(tmp_path: Path) -> No
         "prior_expected_successes",
         "hours_since_previous_attempt",
     ]
+
+
+def test_a_customers_paydays_show_in_their_retries_won_and_lost() -> None:
+    """dom_retry_success_rate: this customer's earlier retries within 2 days of month of the candidate,
+    the share that succeeded; failures count, and only what came before the failure."""
+    from billops.recovery.model import FEATURES, CustomerHistory, build_vocab, feature_matrix, prepare
+
+    base = {
+        "customer_id": "cus_1",
+        "amount": 4900,
+        "currency": "usd",
+        "network_advice_code": "",
+        "card_brand": "visa",
+        "card_funding": "debit",
+        "card_country": "US",
+        "card_exp_month": 12,
+        "card_exp_year": 2031,
+        "customer_timezone": "UTC",
+        "customer_created_at": datetime(2024, 1, 1, tzinfo=UTC),
+    }
+    rows = []
+    for m in range(1, 7):  # each month: fails on the 3rd, retries fail on the 5th, succeed on the 25th
+        inv = f"in_{m}"
+        for day, ok in ((3, False), (5, False), (25, True)):
+            rows.append(
+                {
+                    **base,
+                    "invoice_id": inv,
+                    "attempt_id": f"a{m}{day}",
+                    "attempted_at": datetime(2025, m, day, 12, tzinfo=UTC),
+                    "outcome": "succeeded" if ok else "failed",
+                    "decline_code": "" if ok else "insufficient_funds",
+                }
+            )
+    # A later retry on the 25th that failed, after the failure being planned: must not count.
+    rows.append(
+        {
+            **base,
+            "invoice_id": "in_9",
+            "attempt_id": "late",
+            "attempted_at": datetime(2025, 9, 25, tzinfo=UTC),
+            "outcome": "failed",
+            "decline_code": "insufficient_funds",
+        }
+    )
+    h = pd.DataFrame(rows)
+    h["attempted_at"] = pd.to_datetime(h["attempted_at"], utc=True)
+    h["customer_created_at"] = pd.to_datetime(h["customer_created_at"], utc=True)
+    first = datetime(2025, 8, 3, 12, tzinfo=UTC)
+    cand = [datetime(2025, 8, d, 12, tzinfo=UTC) for d in (26, 6, 15)]
+    q = pd.DataFrame(
+        [
+            {
+                **base,
+                "invoice_id": "in_new",
+                "decline_code": "insufficient_funds",
+                "first_failed_at": first,
+                "at": t,
+                "attempt_number": 2,
+            }
+            for t in cand
+        ]
+    )
+    prepared = prepare(q, CustomerHistory.build(h))
+    x = feature_matrix(prepared, build_vocab(prepared, min_count=1))
+    col = FEATURES.index("dom_retry_success_rate")
+    assert x[0, col] == 1.0  # the 26th: within 2 days of the 25th, where six retries succeeded
+    assert x[1, col] == 0.0  # the 6th: near the 5th, where six retries failed
+    assert np.isnan(x[2, col])  # the 15th: no retry within 2 days of month

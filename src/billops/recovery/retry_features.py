@@ -43,6 +43,7 @@ NUMERIC = [
     "mean_recovery_days",  # days from first failure to payment, over this customer's earlier recoveries
     "recovery_lag_gap_days",  # hours since the first failure / 24 minus that mean
     "last_success_dom_distance",  # days of month between the candidate and the last successful payment
+    "dom_retry_success_rate",  # success share of the customer's retries within 2 days of month of it
 ]
 FEATURES = CATEGORICAL + NUMERIC
 
@@ -73,6 +74,7 @@ LABELS = {
     "mean_recovery_days": "days this customer's earlier failed invoices took to get paid",
     "recovery_lag_gap_days": "days past this customer's usual recovery time",
     "last_success_dom_distance": "days of month from this customer's last successful payment",
+    "dom_retry_success_rate": "share of this customer's retries near this day of month that succeeded",
 }
 WEEKDAYS = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
 
@@ -123,6 +125,7 @@ class CustomerHistory:
 
     totals: pd.DataFrame  # customer_id, t, past_successes, past_failures, last_success_dom (at t)
     retry_wins: pd.DataFrame  # customer_id, t, past_retry_successes, lag_days_sum, dom_mask, wd0..wd6
+    retry_doms: pd.DataFrame  # customer_id, t, rs0..rs30 / rf0..rf30: retries by local day of month
 
     @classmethod
     def build(cls, attempts: pd.DataFrame) -> CustomerHistory:
@@ -186,6 +189,24 @@ class CustomerHistory:
         )
         for d in range(7):
             retry_wins[f"wd{d}"] = c[f"wd{d}"].to_numpy()
+        # Every retry (won or lost) by the customer's local day of month, cumulated per customer.
+        rr = a[is_retry]
+        rparts = local_parts(
+            rr["attempted_at"].reset_index(drop=True), rr["customer_timezone"].reset_index(drop=True)
+        )
+        rday = rparts["day"].to_numpy()
+        rwin = succ[is_retry]
+        rd = pd.DataFrame({"customer_id": rr["customer_id"].to_numpy(), "t": rr["attempted_at"].to_numpy()})
+        dcols = {}
+        for b in range(31):
+            on = rday == b + 1
+            dcols[f"rs{b}"] = (on & rwin).astype(np.int32)
+            dcols[f"rf{b}"] = (on & ~rwin).astype(np.int32)
+        rd = pd.concat([rd, pd.DataFrame(dcols)], axis=1)
+        dnames = list(dcols)
+        if len(rd):
+            rd[dnames] = rd.groupby("customer_id", sort=False)[dnames].cumsum().astype(np.int32)
+        retry_doms = rd.assign(customer_id=rd["customer_id"].astype(object)).sort_values("t", kind="stable")
         # Sorted by time and keyed by object-dtype ids once, so that every `as_of` merges directly.
         totals = totals.assign(customer_id=totals["customer_id"].astype(object)).sort_values(
             "t", kind="stable"
@@ -193,7 +214,11 @@ class CustomerHistory:
         retry_wins = retry_wins.assign(customer_id=retry_wins["customer_id"].astype(object)).sort_values(
             "t", kind="stable"
         )
-        return cls(totals=totals.reset_index(drop=True), retry_wins=retry_wins.reset_index(drop=True))
+        return cls(
+            totals=totals.reset_index(drop=True),
+            retry_wins=retry_wins.reset_index(drop=True),
+            retry_doms=retry_doms.reset_index(drop=True),
+        )
 
     def as_of(self, customer_ids: pd.Series, times: pd.Series) -> pd.DataFrame:
         """Aggregates over each customer's attempts strictly before the given time, row-aligned."""
@@ -218,8 +243,15 @@ class CustomerHistory:
             by="customer_id",
             allow_exact_matches=False,
         )
+        out = pd.merge_asof(
+            out,
+            self.retry_doms,
+            on="t",
+            by="customer_id",
+            allow_exact_matches=False,
+        )
         out = out.sort_values("_row").reset_index(drop=True)
-        for col in ["past_successes", "past_failures", "past_retry_successes", "dom_mask", *_WD]:
+        for col in ["past_successes", "past_failures", "past_retry_successes", "dom_mask", *_WD, *_RD]:
             out[col] = out[col].fillna(0).astype(np.int64)
         out["lag_days_sum"] = out["lag_days_sum"].fillna(0.0).astype(np.float64)
         out["last_success_dom"] = out["last_success_dom"].astype(np.float64)
@@ -227,6 +259,8 @@ class CustomerHistory:
 
 
 _WD = [f"wd{d}" for d in range(7)]
+_RD = [f"r{k}{b}" for b in range(31) for k in ("s", "f")]
+_RS, _RF = [f"rs{b}" for b in range(31)], [f"rf{b}" for b in range(31)]
 
 
 def _naive_utc(values: Any) -> pd.Series:
@@ -252,6 +286,7 @@ class StaticFeatures:
     mask: np.ndarray  # day-of-month bitmask of the customer's retry successes
     wd: np.ndarray  # (n, 7) weekday counts of the customer's retry successes
     last_dom: np.ndarray  # local day of month of the customer's last successful payment (NaN: none)
+    dom_rate: np.ndarray  # (n, 31): success share of the customer's retries within 2 days of each day
 
 
 def _epoch(values: Any) -> np.ndarray:
@@ -288,7 +323,16 @@ def static_features(rows: pd.DataFrame, vocab: dict[str, list[str]]) -> StaticFe
         mask=rows["dom_mask"].to_numpy(dtype=np.int64),
         wd=rows[_WD].to_numpy(dtype=np.float64),
         last_dom=rows["last_success_dom"].to_numpy(dtype=np.float64),
+        dom_rate=_dom_rate(rows[_RS].to_numpy(np.float64), rows[_RF].to_numpy(np.float64)),
     )
+
+
+def _dom_rate(won: np.ndarray, lost: np.ndarray, half_width: int = 2) -> np.ndarray:
+    """Per row and day of month: successes / retries over the days within `half_width` (circular)."""
+    ws = sum(np.roll(won, k, axis=1) for k in range(-half_width, half_width + 1))
+    wf = sum(np.roll(lost, k, axis=1) for k in range(-half_width, half_width + 1))
+    n = ws + wf
+    return np.where(n > 0, ws / np.maximum(n, 1), np.nan)
 
 
 _COL = {name: len(CATEGORICAL) + j for j, name in enumerate(NUMERIC)}
@@ -339,6 +383,7 @@ def assemble(st: StaticFeatures, fi: np.ndarray, at: np.ndarray, attempt: np.nda
     x[:, _COL["recovery_lag_gap_days"]] = (
         x[:, _COL["hours_since_first_failure"]] / 24.0 - x[:, _COL["mean_recovery_days"]]
     )
+    x[:, _COL["dom_retry_success_rate"]] = st.dom_rate[fi, np.clip(day - 1, 0, 30)]
     gap = np.abs(day - st.last_dom[fi])
     x[:, _COL["last_success_dom_distance"]] = np.minimum(gap, 31 - gap)  # NaN stays NaN
     return x
