@@ -125,7 +125,7 @@ class CustomerHistory:
 
     totals: pd.DataFrame  # customer_id, t, past_successes, past_failures, last_success_dom (at t)
     retry_wins: pd.DataFrame  # customer_id, t, past_retry_successes, lag_days_sum, dom_mask, wd0..wd6
-    retry_doms: pd.DataFrame  # customer_id, t, rs0..rs30 / rf0..rf30: retries by local day of month
+    retry_days: pd.DataFrame  # customer_id, t, slot: every retry, slot = local day − 1 (+ 31 if lost)
 
     @classmethod
     def build(cls, attempts: pd.DataFrame) -> CustomerHistory:
@@ -189,24 +189,14 @@ class CustomerHistory:
         )
         for d in range(7):
             retry_wins[f"wd{d}"] = c[f"wd{d}"].to_numpy()
-        # Every retry (won or lost) by the customer's local day of month, cumulated per customer.
-        rr = a[is_retry]
-        rparts = local_parts(
-            rr["attempted_at"].reset_index(drop=True), rr["customer_timezone"].reset_index(drop=True)
-        )
-        rday = rparts["day"].to_numpy()
+        # Every retry (won or lost) with its local day of month: `as_of` counts a customer's earlier
+        # ones per day (31 slots won, 31 lost) at query time, so nothing per day is stored per row.
         rwin = succ[is_retry]
-        rd = pd.DataFrame({"customer_id": rr["customer_id"].to_numpy(), "t": rr["attempted_at"].to_numpy()})
-        dcols = {}
-        for b in range(31):
-            on = rday == b + 1
-            dcols[f"rs{b}"] = (on & rwin).astype(np.int32)
-            dcols[f"rf{b}"] = (on & ~rwin).astype(np.int32)
-        rd = pd.concat([rd, pd.DataFrame(dcols)], axis=1)
-        dnames = list(dcols)
-        if len(rd):
-            rd[dnames] = rd.groupby("customer_id", sort=False)[dnames].cumsum().astype(np.int32)
-        retry_doms = rd.assign(customer_id=rd["customer_id"].astype(object)).sort_values("t", kind="stable")
+        rday = np.clip(all_parts["day"].to_numpy()[is_retry], 1, 31)
+        retry_days = pd.DataFrame(
+            {"t": a["attempted_at"].to_numpy()[is_retry], "slot": rday - 1 + np.where(rwin, 0, 31)}
+        )
+        retry_days.insert(0, "customer_id", pd.Series(a["customer_id"].to_numpy()[is_retry], dtype=object))
         # Sorted by time and keyed by object-dtype ids once, so that every `as_of` merges directly.
         totals = totals.assign(customer_id=totals["customer_id"].astype(object)).sort_values(
             "t", kind="stable"
@@ -217,7 +207,7 @@ class CustomerHistory:
         return cls(
             totals=totals.reset_index(drop=True),
             retry_wins=retry_wins.reset_index(drop=True),
-            retry_doms=retry_doms.reset_index(drop=True),
+            retry_days=retry_days,
         )
 
     def as_of(self, customer_ids: pd.Series, times: pd.Series) -> pd.DataFrame:
@@ -243,24 +233,26 @@ class CustomerHistory:
             by="customer_id",
             allow_exact_matches=False,
         )
-        out = pd.merge_asof(
-            out,
-            self.retry_doms,
-            on="t",
-            by="customer_id",
-            allow_exact_matches=False,
-        )
         out = out.sort_values("_row").reset_index(drop=True)
-        for col in ["past_successes", "past_failures", "past_retry_successes", "dom_mask", *_WD, *_RD]:
+        for col in ["past_successes", "past_failures", "past_retry_successes", "dom_mask", *_WD]:
             out[col] = out[col].fillna(0).astype(np.int64)
+        # The customer's retries strictly before each query time, counted per (won/lost, local day).
+        pairs = q[["customer_id", "t", "_row"]].merge(self.retry_days, on="customer_id", suffixes=("", "_r"))
+        pairs = pairs[pairs["t_r"].to_numpy() < pairs["t"].to_numpy()]
+        flat = np.bincount(
+            pairs["_row"].to_numpy(dtype=np.int64) * 62 + pairs["slot"].to_numpy(dtype=np.int64),
+            minlength=len(out) * 62,
+        )
+        doms = pd.DataFrame(flat.reshape(len(out), 62), columns=_RD, index=out.index)
+        out = pd.concat([out, doms], axis=1)
         out["lag_days_sum"] = out["lag_days_sum"].fillna(0.0).astype(np.float64)
         out["last_success_dom"] = out["last_success_dom"].astype(np.float64)
         return out.drop(columns=["t", "_row", "customer_id"])
 
 
 _WD = [f"wd{d}" for d in range(7)]
-_RD = [f"r{k}{b}" for b in range(31) for k in ("s", "f")]
 _RS, _RF = [f"rs{b}" for b in range(31)], [f"rf{b}" for b in range(31)]
+_RD = [*_RS, *_RF]  # the columns of `retry_dom_counts`
 
 
 def _naive_utc(values: Any) -> pd.Series:
