@@ -18,7 +18,7 @@ from billops.policy import parse_policy
 from billops.recovery.explore import draws, exploration_key, explore, feasible_hours
 from billops.recovery.labels import example_weights, ips_value, retry_label
 from billops.recovery.planner import _cap_violation, load_network_rules
-from billops.recovery.timing import TimingPlan
+from billops.recovery.timing_plan import TimingPlan
 
 RULES = load_network_rules()
 FAILED = datetime(2026, 12, 1, 10, tzinfo=UTC)

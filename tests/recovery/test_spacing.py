@@ -16,6 +16,26 @@ from billops.recovery.plan_dp import choose_retries
 from billops.recovery.spacing import LOW, MIN_ROWS, POOLED, fit_spacing, spacing_factor
 from billops.recovery.training import train
 
+# One customer's card and account, as every ATTEMPTS row of these tests carries them.
+_PAYER = {
+    "amount": 4900,
+    "currency": "usd",
+    "network_advice_code": "",
+    "card_brand": "visa",
+    "card_funding": "debit",
+    "card_country": "US",
+    "card_exp_month": 12,
+    "card_exp_year": 2031,
+    "customer_timezone": "UTC",
+}
+
+
+def _attempts(rows: list[dict[str, object]]) -> pd.DataFrame:
+    h = pd.DataFrame(rows)
+    h["attempted_at"] = pd.to_datetime(h["attempted_at"], utc=True)
+    h["customer_created_at"] = pd.to_datetime(h["customer_created_at"], utc=True)
+    return h
+
 
 def test_the_factor_is_learned_per_category_and_rises_with_the_gap() -> None:
     rng = np.random.default_rng(3)
@@ -90,17 +110,9 @@ def test_training_stores_spacing_curves_and_plans_use_them(tmp_path: Path) -> No
     for c in range(1500):
         day0 = start + timedelta(days=int(rng.integers(0, 300)))
         common = {
+            **_PAYER,
             "invoice_id": f"in_{c}",
             "customer_id": f"cus_{c}",
-            "amount": 4900,
-            "currency": "usd",
-            "network_advice_code": "",
-            "card_brand": "visa",
-            "card_funding": "debit",
-            "card_country": "US",
-            "card_exp_month": 12,
-            "card_exp_year": 2031,
-            "customer_timezone": "UTC",
             "customer_created_at": start - timedelta(days=300),
         }
         t = day0
@@ -128,10 +140,7 @@ def test_training_stores_spacing_curves_and_plans_use_them(tmp_path: Path) -> No
             )
             if ok:
                 break
-    h = pd.DataFrame(rows)
-    h["attempted_at"] = pd.to_datetime(h["attempted_at"], utc=True)
-    h["customer_created_at"] = pd.to_datetime(h["customer_created_at"], utc=True)
-    model, _ = train(h, out=tmp_path / "m", source="spacing")
+    model, _ = train(_attempts(rows), out=tmp_path / "m", source="spacing")
     sp = model.manifest["spacing"]
     assert sp["rows"] > MIN_ROWS and "soft" in sp["curves"]
     g = spacing_factor(sp, np.array(["soft", "soft"]), np.array([3.0, 80.0]))
@@ -147,19 +156,7 @@ def test_a_customers_paydays_show_in_their_retries_won_and_lost() -> None:
     the share that succeeded; failures count, and only what came before the failure."""
     from billops.recovery.model import FEATURES, CustomerHistory, build_vocab, feature_matrix, prepare
 
-    base = {
-        "customer_id": "cus_1",
-        "amount": 4900,
-        "currency": "usd",
-        "network_advice_code": "",
-        "card_brand": "visa",
-        "card_funding": "debit",
-        "card_country": "US",
-        "card_exp_month": 12,
-        "card_exp_year": 2031,
-        "customer_timezone": "UTC",
-        "customer_created_at": datetime(2024, 1, 1, tzinfo=UTC),
-    }
+    base = {**_PAYER, "customer_id": "cus_1", "customer_created_at": datetime(2024, 1, 1, tzinfo=UTC)}
     rows = []
     for m in range(1, 7):  # each month: fails on the 3rd, retries fail on the 5th, succeed on the 25th
         inv = f"in_{m}"
@@ -185,9 +182,7 @@ def test_a_customers_paydays_show_in_their_retries_won_and_lost() -> None:
             "decline_code": "insufficient_funds",
         }
     )
-    h = pd.DataFrame(rows)
-    h["attempted_at"] = pd.to_datetime(h["attempted_at"], utc=True)
-    h["customer_created_at"] = pd.to_datetime(h["customer_created_at"], utc=True)
+    h = _attempts(rows)
     first = datetime(2025, 8, 3, 12, tzinfo=UTC)
     cand = [datetime(2025, 8, d, 12, tzinfo=UTC) for d in (26, 6, 15)]
     q = pd.DataFrame(

@@ -15,7 +15,7 @@ from billops.recovery.model import RecoveryModel
 from billops.recovery.planner import NetworkRules, _cap_violation
 
 if TYPE_CHECKING:
-    from billops.recovery.timing import TimingPlan
+    from billops.recovery.timing_plan import TimingPlan
 
 
 _CARD_KEY = ["customer_id", "card_brand", "card_exp_month", "card_exp_year"]

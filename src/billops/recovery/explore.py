@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 from billops.recovery.planner import NetworkRules, _cap_violation
 
 if TYPE_CHECKING:
-    from billops.recovery.timing import TimingPlan
+    from billops.recovery.timing_plan import TimingPlan
 
 MAX_SHARE = 0.2  # the policy's bound: at most one decision in five explores
 HOUR = timedelta(hours=1)

@@ -19,7 +19,7 @@ import pandas as pd
 from billops.recovery.model import RecoveryModel, StaticFeatures, assemble
 
 if TYPE_CHECKING:
-    from billops.recovery.timing import TimingPlan
+    from billops.recovery.timing_plan import TimingPlan
 
 
 def sequence_chances(

@@ -58,7 +58,7 @@ def choose_retries(
     w_next = np.zeros((m, t_max), dtype=np.float32)  # best value after a pick at block j, retry k + 1
     args = np.zeros((k_max, m, t_max + 1), dtype=np.int64)
     worth = np.zeros((k_max, m, t_max + 1), dtype=np.float32)
-    q_tab = []
+    chance = np.zeros((k_max, m, t_max + 1), dtype=np.float32)  # q of the best pick per previous pick
     for k in range(k_max - 1, -1, -1):
         q = np.minimum(prob[:, k, :].astype(np.float32)[:, None, :] * g_all, P_CAP)
         ok = allowed & (q >= min_p) & (q * gain > c)
@@ -66,9 +66,8 @@ def choose_retries(
         a = val.argmax(axis=2)
         best = np.take_along_axis(val, a[:, :, None], axis=2)[:, :, 0]
         args[k], worth[k] = a, best
-        q_tab.append(np.take_along_axis(q, a[:, :, None], axis=2)[:, :, 0])
+        chance[k] = np.take_along_axis(q, a[:, :, None], axis=2)[:, :, 0]
         w_next = np.maximum(best[:, :t_max], 0.0)
-    q_tab.reverse()
     prev = np.full(m, t_max, dtype=np.int64)  # the last failure
     alive = np.ones(m, dtype=bool)
     rows = np.arange(m)
@@ -79,6 +78,6 @@ def choose_retries(
         j = args[k][idx, prev[idx]]
         pick_i.append(idx)
         pick_j.append(j)
-        pick_q.append(q_tab[k][idx, prev[idx]].astype(np.float64))
+        pick_q.append(chance[k][idx, prev[idx]].astype(np.float64))
         prev[idx] = j
     return pick_i, pick_j, pick_q

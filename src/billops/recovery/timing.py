@@ -31,7 +31,6 @@ fitted on disjoint halves, one choosing and one judging).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
@@ -56,6 +55,7 @@ from billops.recovery.model import (
 )
 from billops.recovery.plan_dp import choose_retries
 from billops.recovery.planner import NetworkRules
+from billops.recovery.timing_plan import TimingPlan
 
 HOUR = np.timedelta64(3600, "s")
 # The planner's preference for an earlier recovery: a payment on day 20 is worth 80 % of one today
@@ -69,30 +69,6 @@ MIN_SUPPORT = 30
 # Candidate blocks kept beyond max_retries, ranked by the first retry's chances: with only 4, the
 # blocks around one good time crowded out the rest and the spacing left plans with 3-5 retries.
 CANDIDATE_BLOCKS_EXTRA = 32
-
-
-@dataclass
-class TimingPlan:
-    invoice_id: str
-    retries: list[datetime]
-    probabilities: list[float]
-    recovery_probability: float
-    category: str
-    blocked: str | None = None
-    notes: list[str] = field(default_factory=list)
-    reasons: list[str] = field(default_factory=list)
-    contributions: dict[str, float] = field(default_factory=dict)
-    # Exploration (recovery/explore.py): whether the first retry was moved at random, the share, the
-    # propensity of these times under the mixed policy (None: not run), the planner's own times.
-    explored: bool = False
-    share: float = 0.0
-    propensity: float | None = None
-    greedy_retries: list[datetime] = field(default_factory=list)
-    exploration_options: int = 0
-
-    @property
-    def score(self) -> int:
-        return round(100 * self.recovery_probability)
 
 
 def plan_timing(
