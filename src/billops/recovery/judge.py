@@ -75,6 +75,7 @@ def judge_sequences(
     p2 = sequence_chances(model, st, f, np.asarray(rows), [p.retries for p in chosen])
     amounts = f["amount"].to_numpy(dtype=np.float64)
     pos = 0
+    kept: list[list[float]] = []
     for i, plan in zip(rows, chosen, strict=True):
         n = len(plan.retries)
         q = [float(v) for v in p2[pos : pos + n]]
@@ -87,6 +88,8 @@ def judge_sequences(
                 "no longer worth its cost"
             )
         plan.probabilities = q
-        plan.recovery_probability = model.plan_probability(q)
+        kept.append(q)
         if not plan.retries:
             plan.blocked = "no retry is worth its cost once the earlier ones have failed"
+    for plan, p_plan in zip(chosen, model.plan_probabilities(kept), strict=True):
+        plan.recovery_probability = float(p_plan)

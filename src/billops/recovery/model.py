@@ -256,9 +256,20 @@ class RecoveryModel:
         map, identity in new ones)."""
         if not retry_probabilities:
             return 0.0
-        raw = 1.0 - float(np.prod([1.0 - q for q in retry_probabilities]))
-        honest = float(np.interp(raw, self.curse_x, self.curse_y))
-        return float(np.interp(honest, self.plan_x, self.plan_y))
+        return float(self.plan_probabilities([retry_probabilities])[0])
+
+    def plan_probabilities(self, plans: list[list[float]]) -> np.ndarray:
+        """`plan_probability` of many plans at once (0 for a plan without retries)."""
+        lengths = np.array([len(q) for q in plans], dtype=np.int64)
+        out = np.zeros(len(plans))
+        has = lengths > 0
+        if not has.any():
+            return out
+        flat = 1.0 - np.array([v for q in plans for v in q], dtype=np.float64)
+        heads = (np.cumsum(lengths) - lengths)[has]
+        raw = 1.0 - np.multiply.reduceat(flat, heads)
+        out[has] = np.interp(np.interp(raw, self.curse_x, self.curse_y), self.plan_x, self.plan_y)
+        return out
 
     def contributions(self, x: np.ndarray) -> np.ndarray:
         """SHAP contributions (log-odds) per feature; the last column is the bias."""

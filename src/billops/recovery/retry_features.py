@@ -8,8 +8,10 @@ number), so the two cannot drift.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
@@ -79,28 +81,41 @@ LABELS = {
 WEEKDAYS = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
 
 
+@functools.lru_cache(maxsize=1024)
+def _zone(name: str) -> ZoneInfo:
+    """The zone, kept: zoneinfo's own cache holds only 8 strongly, and a history has hundreds."""
+    return ZoneInfo(name)
+
+
 def local_fields(at: np.ndarray, codes: np.ndarray, zones: list[str]) -> dict[str, np.ndarray]:
     """Hour, weekday (Mon 0), day of month, days in the month and in the previous month, of UTC times
     `at` (naive datetime64) in each row's zone (`zones[codes[r]]`, "" or unknown = UTC)."""
     at = np.asarray(at).astype("datetime64[s]")
-    local = at.copy()
-    order = np.argsort(codes, kind="stable")
-    bounds = np.searchsorted(codes[order], np.arange(len(zones) + 1))
     secs = at.astype(np.int64)
+    local = secs.copy()
+    small = np.asarray(codes).astype(np.int16 if len(zones) < 2**15 else np.int64)
+    order = np.argsort(small, kind="stable")  # a radix sort for 16-bit codes
+    bounds = np.searchsorted(small[order], np.arange(len(zones) + 1))
     for z, zone in enumerate(zones):
         pos = order[bounds[z] : bounds[z + 1]]
         if not len(pos) or not zone or zone == "UTC":
             continue
-        # A zone's UTC offset changes only on whole quarter hours: convert each distinct quarter hour
-        # once (a planner's candidates share a few thousand), then add the offset back to every time.
-        quarter, inverse = np.unique(secs[pos] // 900, return_inverse=True)
+        # A zone's UTC offset changes only on whole quarter hours: convert each quarter hour of the
+        # times' span once (or each distinct one, when the span is long), then add the offset back.
+        q = secs[pos] // 900
+        q_lo, q_hi = int(q.min()), int(q.max())
+        if q_hi - q_lo < 4 * len(pos) + 10_000:
+            quarter, inverse = np.arange(q_lo, q_hi + 1, dtype=np.int64), q - q_lo
+        else:
+            quarter, inverse = np.unique(q, return_inverse=True)
         try:
             idx = pd.DatetimeIndex((quarter * 900).astype("datetime64[s]").astype("datetime64[ns]"))
-            idx = idx.tz_localize("UTC").tz_convert(zone).tz_localize(None)
+            idx = idx.tz_localize("UTC").tz_convert(_zone(zone)).tz_localize(None)
         except Exception:  # an unknown zone (validated on input; the mirror may still hold one): UTC
             continue
         offset = idx.to_numpy().astype("datetime64[s]").astype(np.int64) - quarter * 900
-        local[pos] = (secs[pos] + offset[inverse]).astype("datetime64[s]")
+        local[pos] += offset[inverse]
+    local = local.astype("datetime64[s]")
     days = local.astype("datetime64[D]")
     month = days.astype("datetime64[M]")
     first = month.astype("datetime64[D]")
@@ -121,68 +136,64 @@ def local_parts(at: pd.Series, tz: pd.Series) -> pd.DataFrame:
 
 @dataclass
 class CustomerHistory:
-    """Per-customer running aggregates of an attempts table, queryable as of any time (strictly before)."""
+    """Per-customer running aggregates of an attempts table, queryable as of any time (strictly before).
+    Customers are integer codes (their position in `customers`), factorized once per history."""
 
-    totals: pd.DataFrame  # customer_id, t, past_successes, past_failures, last_success_dom (at t)
-    retry_wins: pd.DataFrame  # customer_id, t, past_retry_successes, lag_days_sum, dom_mask, wd0..wd6
-    retry_days: pd.DataFrame  # customer_id, t, slot: every retry, slot = local day − 1 (+ 31 if lost)
+    customers: pd.Index  # customer ids; a frame's `cust` column is the position here
+    totals: pd.DataFrame  # cust, t, past_successes, past_failures, last_success_dom (at t)
+    retry_wins: pd.DataFrame  # cust, t, past_retry_successes, lag_days_sum, dom_mask, wd0..wd6
+    retry_days: pd.DataFrame  # cust, t, slot: every retry, slot = local day − 1 (+ 31 if lost)
 
     @classmethod
     def build(cls, attempts: pd.DataFrame) -> CustomerHistory:
         a = attempts[["customer_id", "invoice_id", "attempted_at", "outcome", "customer_timezone"]]
         a = a.assign(attempted_at=_naive_utc(a["attempted_at"])).sort_values(["attempted_at"], kind="stable")
+        cust, customers = pd.factorize(a["customer_id"].fillna("").astype(str).to_numpy())
+        inv, _ = pd.factorize(a["invoice_id"].fillna("").astype(str).to_numpy())
+        cust = cust.astype(np.int64)
         succ = (a["outcome"] == "succeeded").to_numpy()
-        is_retry = a.groupby("invoice_id", sort=False).cumcount().to_numpy() > 0
+        is_retry = pd.Series(inv).groupby(inv, sort=False).cumcount().to_numpy() > 0
         g = pd.DataFrame(
-            {
-                "customer_id": a["customer_id"].to_numpy(),
-                "t": a["attempted_at"].to_numpy(),
-                "s": succ.astype(np.int64),
-                "f": (~succ).astype(np.int64),
-            }
+            {"s": succ.astype(np.int64), "f": (~succ).astype(np.int64)}, index=pd.RangeIndex(len(a))
         )
-        cum = g.groupby("customer_id", sort=False)[["s", "f"]].cumsum()
+        cum = g.groupby(cust, sort=False)[["s", "f"]].cumsum()
+        times = a["attempted_at"].to_numpy()
         # The local day of month of each successful payment, carried forward per customer.
         all_parts = local_parts(
             a["attempted_at"].reset_index(drop=True), a["customer_timezone"].reset_index(drop=True)
         )
         dom = pd.Series(np.where(succ, all_parts["day"].to_numpy(), np.nan))
-        last_dom = dom.groupby(g["customer_id"].to_numpy(), sort=False).ffill()
+        last_dom = dom.groupby(cust, sort=False).ffill()
         totals = pd.DataFrame(
             {
-                "customer_id": g["customer_id"],
-                "t": g["t"],
-                "past_successes": cum["s"],
-                "past_failures": cum["f"],
+                "cust": cust,
+                "t": times,
+                "past_successes": cum["s"].to_numpy(),
+                "past_failures": cum["f"].to_numpy(),
                 "last_success_dom": last_dom.to_numpy(),
             }
         )
-        first_at = a.groupby("invoice_id", sort=False)["attempted_at"].transform("first")
-        lag_days = ((a["attempted_at"] - first_at).dt.total_seconds() / 86400.0).to_numpy()
-        wins = a[succ & is_retry]
-        wins_lag = lag_days[succ & is_retry]
+        first_at = pd.Series(times).groupby(inv, sort=False).transform("first").to_numpy()
+        lag_days = ((times - first_at) / np.timedelta64(1, "s")) / 86400.0
+        won = succ & is_retry
         parts = local_parts(
-            wins["attempted_at"].reset_index(drop=True), wins["customer_timezone"].reset_index(drop=True)
+            a["attempted_at"][won].reset_index(drop=True), a["customer_timezone"][won].reset_index(drop=True)
         )
-        w = pd.DataFrame(
-            {"customer_id": wins["customer_id"].to_numpy(), "t": wins["attempted_at"].to_numpy()}
-        )
-        w["one"] = 1
-        w["lag"] = wins_lag
+        w = pd.DataFrame({"one": np.ones(int(won.sum()), dtype=np.int64), "lag": lag_days[won]})
         for b in range(31):
             w[f"d{b}"] = (parts["day"].to_numpy() == b + 1).astype(np.int64)
         for d in range(7):
             w[f"wd{d}"] = (parts["weekday"].to_numpy() == d).astype(np.int64)
         cols = ["one", "lag", *[f"d{b}" for b in range(31)], *[f"wd{d}" for d in range(7)]]
-        c = w.groupby("customer_id", sort=False)[cols].cumsum() if len(w) else w[cols]
+        c = w.groupby(cust[won], sort=False)[cols].cumsum() if len(w) else w[cols]
         mask = np.zeros(len(w), dtype=np.int64)
         for b in range(31):
             mask |= (c[f"d{b}"].to_numpy() > 0).astype(np.int64) << b
         retry_wins = pd.DataFrame(
             {
-                "customer_id": w["customer_id"],
-                "t": w["t"],
-                "past_retry_successes": c["one"],
+                "cust": cust[won],
+                "t": times[won],
+                "past_retry_successes": c["one"].to_numpy(),
                 "lag_days_sum": c["lag"].to_numpy(dtype=np.float64),
                 "dom_mask": mask,
             }
@@ -194,50 +205,24 @@ class CustomerHistory:
         rwin = succ[is_retry]
         rday = np.clip(all_parts["day"].to_numpy()[is_retry], 1, 31)
         retry_days = pd.DataFrame(
-            {"t": a["attempted_at"].to_numpy()[is_retry], "slot": rday - 1 + np.where(rwin, 0, 31)}
+            {"cust": cust[is_retry], "t": times[is_retry], "slot": rday - 1 + np.where(rwin, 0, 31)}
         )
-        retry_days.insert(0, "customer_id", pd.Series(a["customer_id"].to_numpy()[is_retry], dtype=object))
-        # Sorted by time and keyed by object-dtype ids once, so that every `as_of` merges directly.
-        totals = totals.assign(customer_id=totals["customer_id"].astype(object)).sort_values(
-            "t", kind="stable"
-        )
-        retry_wins = retry_wins.assign(customer_id=retry_wins["customer_id"].astype(object)).sort_values(
-            "t", kind="stable"
-        )
-        return cls(
-            totals=totals.reset_index(drop=True),
-            retry_wins=retry_wins.reset_index(drop=True),
-            retry_days=retry_days,
-        )
+        # Already sorted by time (the attempts were), so every `as_of` merges directly.
+        return cls(customers=pd.Index(customers), totals=totals, retry_wins=retry_wins, retry_days=retry_days)
 
     def as_of(self, customer_ids: pd.Series, times: pd.Series) -> pd.DataFrame:
         """Aggregates over each customer's attempts strictly before the given time, row-aligned."""
-        q = pd.DataFrame(
-            {"customer_id": customer_ids.astype(str).to_numpy(), "t": _naive_utc(times).to_numpy()}
-        )
+        codes = self.customers.get_indexer(pd.Series(customer_ids).fillna("").astype(str).to_numpy())
+        q = pd.DataFrame({"cust": codes.astype(np.int64), "t": _naive_utc(times).to_numpy()})
         q["_row"] = np.arange(len(q))
         q = q.sort_values("t", kind="stable")
-        # One key type on all sides (pandas may infer its string dtype on one side and object on another).
-        q["customer_id"] = q["customer_id"].astype(object)
-        out = pd.merge_asof(
-            q,
-            self.totals,
-            on="t",
-            by="customer_id",
-            allow_exact_matches=False,
-        )
-        out = pd.merge_asof(
-            out,
-            self.retry_wins,
-            on="t",
-            by="customer_id",
-            allow_exact_matches=False,
-        )
+        out = pd.merge_asof(q, self.totals, on="t", by="cust", allow_exact_matches=False)
+        out = pd.merge_asof(out, self.retry_wins, on="t", by="cust", allow_exact_matches=False)
         out = out.sort_values("_row").reset_index(drop=True)
         for col in ["past_successes", "past_failures", "past_retry_successes", "dom_mask", *_WD]:
             out[col] = out[col].fillna(0).astype(np.int64)
         # The customer's retries strictly before each query time, counted per (won/lost, local day).
-        pairs = q[["customer_id", "t", "_row"]].merge(self.retry_days, on="customer_id", suffixes=("", "_r"))
+        pairs = q[["cust", "t", "_row"]].merge(self.retry_days, on="cust", suffixes=("", "_r"))
         pairs = pairs[pairs["t_r"].to_numpy() < pairs["t"].to_numpy()]
         flat = np.bincount(
             pairs["_row"].to_numpy(dtype=np.int64) * 62 + pairs["slot"].to_numpy(dtype=np.int64),
@@ -247,7 +232,7 @@ class CustomerHistory:
         out = pd.concat([out, doms], axis=1)
         out["lag_days_sum"] = out["lag_days_sum"].fillna(0.0).astype(np.float64)
         out["last_success_dom"] = out["last_success_dom"].astype(np.float64)
-        return out.drop(columns=["t", "_row", "customer_id"])
+        return out.drop(columns=["t", "_row", "cust"])
 
 
 _WD = [f"wd{d}" for d in range(7)]
@@ -275,7 +260,9 @@ class StaticFeatures:
     exp_m: np.ndarray
     exp_y: np.ndarray
     created: np.ndarray  # customer created, epoch seconds (NaN unknown)
-    mask: np.ndarray  # day-of-month bitmask of the customer's retry successes
+    mask_idx: np.ndarray  # per failure: its row in the two tables below (one per distinct day mask)
+    dist_tab: np.ndarray  # (masks, 31): payday_dom_distance per local day (NaN: no retry success yet)
+    since_tab: np.ndarray  # (masks, 31, 4): days_since_customer_payday per day and previous month's length
     wd: np.ndarray  # (n, 7) weekday counts of the customer's retry successes
     last_dom: np.ndarray  # local day of month of the customer's last successful payment (NaN: none)
     dom_rate: np.ndarray  # (n, 31): success share of the customer's retries within 2 days of each day
@@ -304,6 +291,8 @@ def static_features(rows: pd.DataFrame, vocab: dict[str, list[str]]) -> StaticFe
     wins = rows["past_retry_successes"].to_numpy(dtype=np.float64)
     lag_sum = rows["lag_days_sum"].to_numpy(dtype=np.float64)
     x[:, col["mean_recovery_days"]] = np.where(wins > 0, lag_sum / np.maximum(wins, 1), np.nan)
+    masks, mask_idx = np.unique(rows["dom_mask"].to_numpy(dtype=np.int64), return_inverse=True)
+    dist_tab, since_tab = _payday_tables(masks)
     return StaticFeatures(
         x=x,
         tz_codes=tz_codes,
@@ -312,11 +301,36 @@ def static_features(rows: pd.DataFrame, vocab: dict[str, list[str]]) -> StaticFe
         exp_m=pd.to_numeric(rows["card_exp_month"], errors="coerce").to_numpy(dtype=np.float64),
         exp_y=pd.to_numeric(rows["card_exp_year"], errors="coerce").to_numpy(dtype=np.float64),
         created=_epoch(rows["customer_created_at"]),
-        mask=rows["dom_mask"].to_numpy(dtype=np.int64),
+        mask_idx=mask_idx,
+        dist_tab=dist_tab,
+        since_tab=since_tab,
         wd=rows[_WD].to_numpy(dtype=np.float64),
         last_dom=rows["last_success_dom"].to_numpy(dtype=np.float64),
         dom_rate=_dom_rate(rows[_RS].to_numpy(np.float64), rows[_RF].to_numpy(np.float64)),
     )
+
+
+def _payday_tables(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each day-of-month bitmask of a customer's retry successes (bit b = day b + 1): per local day
+    1–31, the circular distance to the nearest such day, and (per previous month's length 28–31) the
+    days since the latest such day at or before it (within 30 days); NaN for an empty mask or none."""
+    u = len(masks)
+    d = np.arange(1, 32)[None, :]  # (1, 31)
+    bits = ((masks[:, None] >> np.arange(31)[None, :]) & 1).astype(bool)  # (u, 31)
+    gap = np.abs(d[:, :, None] - np.arange(1, 32)[None, None, :])  # (1, day, bit)
+    circ = np.minimum(gap, 31 - gap)
+    dist = np.where(bits[:, None, :], circ, 99).min(axis=2).astype(np.float64)  # (u, 31)
+    dist[masks == 0] = np.nan
+    since = np.full((u, 31, 4), 99, dtype=np.int64)
+    for p, pdim in enumerate(range(28, 32)):
+        back = np.full((u, 31), 99, dtype=np.int64)
+        for k in range(30, -1, -1):
+            dom = np.clip(np.where(d - k >= 1, d - k, d - k + pdim), 1, 31)  # (1, 31)
+            back = np.where(bits[:, dom[0] - 1], k, back)
+        since[:, :, p] = back
+    since_f = np.where(since < 99, since, np.nan).astype(np.float64)
+    since_f[masks == 0] = np.nan
+    return dist, since_f
 
 
 def _dom_rate(won: np.ndarray, lost: np.ndarray, half_width: int = 2) -> np.ndarray:
@@ -332,7 +346,6 @@ _COL = {name: len(CATEGORICAL) + j for j, name in enumerate(NUMERIC)}
 
 def assemble(st: StaticFeatures, fi: np.ndarray, at: np.ndarray, attempt: np.ndarray) -> np.ndarray:
     """Feature rows for failure `fi[r]` retried at `at[r]` (datetime64, UTC) as attempt `attempt[r]`."""
-    n = len(fi)
     x = st.x[fi]  # fancy indexing: already a copy
     at64 = np.asarray(at).astype("datetime64[s]")
     sec = at64.astype(np.int64).astype(np.float64)
@@ -349,23 +362,9 @@ def assemble(st: StaticFeatures, fi: np.ndarray, at: np.ndarray, attempt: np.nda
     x[:, _COL["local_day_of_month"]] = day
     x[:, _COL["days_to_month_end"]] = dim - day
     x[:, _COL["days_since_likely_payday"]] = _days_since_likely_payday(day, weekday, dim)
-    mask_all = st.mask[fi]
-    dist = np.full(n, np.nan)
-    since = np.full(n, np.nan)
-    rows = np.nonzero(mask_all != 0)[0]  # only customers whose retries succeeded before
-    if len(rows):
-        mask, d_r, pd_r = mask_all[rows], day[rows], pdim[rows]
-        best = np.full(len(rows), 99, dtype=np.int64)
-        for b in range(31):
-            on = ((mask >> b) & 1).astype(bool)
-            d = np.abs(d_r - (b + 1))
-            best = np.where(on, np.minimum(best, np.minimum(d, 31 - d)), best)
-        dist[rows] = best
-        back = np.full(len(rows), 99, dtype=np.int64)
-        for k in range(30, -1, -1):
-            dom = np.clip(np.where(d_r - k >= 1, d_r - k, d_r - k + pd_r), 1, 31)
-            back = np.where(((mask >> (dom - 1)) & 1).astype(bool), k, back)
-        since[rows] = np.where(back < 99, back, np.nan)
+    u = st.mask_idx[fi]
+    dist = st.dist_tab[u, day - 1]
+    since = st.since_tab[u, day - 1, np.clip(pdim, 28, 31) - 28]
     x[:, _COL["payday_dom_distance"]] = dist
     x[:, _COL["days_since_customer_payday"]] = since
     wd = st.wd[fi]

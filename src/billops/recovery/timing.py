@@ -10,7 +10,8 @@ For each failure, on a candidate grid from the earliest allowed time to the dead
    refresh many cards in place); the route still asks the customer for new card data;
 2. the model's calibrated P(success) for the first retry every `scan_hours` hours up to the
    deadline, grouped into at most `coarse_points` blocks; each block's best scanned time is refined
-   hourly (inside the block), and the later retries (other attempt numbers) are evaluated there too;
+   hourly (inside the block); the later retries (other attempt numbers) are scored there at the best
+   `max_retries + SCORED_BLOCKS_EXTRA` blocks and shifted by the measured log-odds difference elsewhere;
 3. a dynamic programme over (retry k, previous pick, block) maximizing the expected value
    Σ_k Π_{j<k}(1 − q_j) · (q_k · amount · d_k − cost), q_k = p_k · g(hours since the previous pick),
    g the learned spacing factor (spacing.py, plan_dp.py): a retry is planned only while its chance
@@ -69,6 +70,9 @@ MIN_SUPPORT = 30
 # Candidate blocks kept beyond max_retries, ranked by the first retry's chances: with only 4, the
 # blocks around one good time crowded out the rest and the spacing left plans with 3-5 retries.
 CANDIDATE_BLOCKS_EXTRA = 32
+# The later retries' attempt classes are scored by the model at the best max_retries + this many blocks;
+# elsewhere they shift the first retry's log-odds by the mean difference measured there.
+SCORED_BLOCKS_EXTRA = 4
 
 
 def plan_timing(
@@ -263,16 +267,26 @@ def _plan_live(
             best_h[ci[win], cj[win]] = ch[win]
             best_p[ci[win], cj[win]] = cp[win]
 
-    # 2. The other retries' cases at those hours.
+    # 2. The other retries' cases (attempt classes) at those hours: scored by the model at each failure's
+    # best SCORED_BLOCKS blocks (by the first retry's chances); at its other candidate blocks the class
+    # moves the first retry's log-odds by the mean shift measured at the scored ones. The sequence model
+    # re-judges the chosen times exactly (judge.py), so this only steers the choice.
     prob = np.repeat(best_p[:, None, :], k_max, axis=1)
     pairs = pd.DataFrame(
         {"i": np.repeat(np.arange(m), k_max), "k": np.tile(np.arange(k_max), m), "c": cls.ravel()}
     )
     pairs = pairs[pairs["c"].to_numpy() != cls[pairs["i"].to_numpy(), 0]]
     if len(pairs):
+        scored = valid.copy()
+        n_scored = min(t_max, k_max + SCORED_BLOCKS_EXTRA)
+        if t_max > n_scored:
+            ranked = np.argsort(-np.where(valid, best_p, -2.0), axis=1, kind="stable")[:, :n_scored]
+            top = np.zeros_like(valid)
+            np.put_along_axis(top, ranked, True, axis=1)
+            scored &= top
         uniq = pairs.drop_duplicates(["i", "c"])
         ui, uc = uniq["i"].to_numpy(), uniq["c"].to_numpy()
-        vi, vj = np.nonzero(valid)  # candidate blocks, grouped by failure
+        vi, vj = np.nonzero(scored)  # scored blocks, grouped by failure
         per = np.bincount(vi, minlength=m)
         starts_of = np.cumsum(per) - per
         reps = per[ui]
@@ -283,9 +297,15 @@ def _plan_live(
             - np.repeat(np.cumsum(reps) - reps, reps)
         ]
         qp = model.predict(assemble(st, live[qi], st_live[qi] + best_h[qi, qj] * HOUR, qc))
-        table = pd.DataFrame({"i": qi, "c": qc, "j": qj, "p": qp})
-        want = pairs.merge(table, on=["i", "c"])
-        prob[want["i"].to_numpy(), want["k"].to_numpy(), want["j"].to_numpy()] = want["p"].to_numpy()
+        # Per (failure, class): the mean log-odds shift from the first retry's class at the scored blocks.
+        pair_id = np.repeat(np.arange(len(ui)), reps)
+        diff = _logit(qp) - _logit(best_p[qi, qj])
+        shift = np.bincount(pair_id, diff, minlength=len(ui)).astype(np.float64) / np.maximum(reps, 1)
+        sp = _sigmoid(_logit(best_p[ui]) + shift[:, None])  # (pairs, T): every block, shifted
+        sp[pair_id, qj] = qp  # the scored blocks keep the model's own chances
+        row = pd.DataFrame({"i": ui, "c": uc, "r": np.arange(len(ui))})
+        want = pairs.merge(row, on=["i", "c"])
+        prob[want["i"].to_numpy(), want["k"].to_numpy(), :] = sp[want["r"].to_numpy()]
 
     # 3. The dynamic programme over (retry, previous pick, block), in money (recovery/plan_dp.py).
     last_fail = f["failed_at"].dt.tz_localize(None).to_numpy().astype("datetime64[s]")[live]
@@ -317,12 +337,21 @@ def _plan_live(
         assert plan is not None
         lo, hi = bounds[i], bounds[i + 1]
         plan.retries, plan.probabilities = list(all_t[lo:hi]), all_p[lo:hi]
-        plan.recovery_probability = model.plan_probability(plan.probabilities)
+        # recovery_probability is set by judge_sequences, which re-judges every plan with retries.
         if not plan.retries:
             plan.blocked = (
                 "no retry time before the deadline is worth its cost (success probability × amount "
                 "due below the attempt cost)"
             )
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    q = np.clip(p, 1e-4, 1.0 - 1e-4)
+    return np.log(q / (1.0 - q))
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-z))
 
 
 def _cost_minor(f: pd.DataFrame, attempt_cost: float) -> np.ndarray:
@@ -362,26 +391,29 @@ def _explain(
     at = np.array([np.datetime64(plans[i].retries[0].replace(tzinfo=None), "s") for i in rows])  # type: ignore[union-attr]
     attempt = f["attempts_so_far"].to_numpy(dtype=np.int64)[idx] + 1
     x = assemble(st, idx, at, attempt.astype(np.float64))
-    contrib = model.contributions(x)
+    contrib = model.contributions(x)[:, :-1]
     vocab = model.vocab
     zones = f["customer_timezone"].fillna("").astype(str).to_numpy()
+    ranked = np.argsort(-np.abs(contrib), axis=1, kind="stable")[:, :8]  # the 8 largest, once per row
+    tzinfo: dict[str, Any] = {}
     for r, i in enumerate(rows):
         plan = plans[i]
         assert plan is not None
-        c = contrib[r, :-1]
-        order = np.argsort(-np.abs(c))[:top]
-        plan.contributions = {FEATURES[j]: round(float(c[j]), 4) for j in np.argsort(-np.abs(c))[:8]}
+        c = contrib[r]
+        plan.contributions = {FEATURES[j]: round(float(c[j]), 4) for j in ranked[r]}
         tz = zones[i] or "UTC"
-        try:
-            local = plan.retries[0].astimezone(ZoneInfo(tz))
-        except Exception:
-            local = plan.retries[0]
+        if tz not in tzinfo:
+            try:
+                tzinfo[tz] = ZoneInfo(tz)
+            except Exception:
+                tzinfo[tz] = None
+        local = plan.retries[0].astimezone(tzinfo[tz]) if tzinfo[tz] is not None else plan.retries[0]
         reasons = [
             f"{len(plan.retries)} retr{'y' if len(plan.retries) == 1 else 'ies'} recover the invoice with "
             f"probability {plan.recovery_probability:.0%} (model {model.version})",
             f"first retry {local:%a %Y-%m-%d %H:%M} {tz} (success probability {plan.probabilities[0]:.0%})",
         ]
-        for j in order:
+        for j in ranked[r, :top]:
             verb = "raises" if c[j] > 0 else "lowers"
             reasons.append(
                 f"{_describe(FEATURES[j], float(x[r, j]), vocab)} {verb} the odds ({c[j]:+.2f} log-odds)"
