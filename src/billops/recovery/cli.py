@@ -62,11 +62,15 @@ def plan_rows(
     on_chunk: Callable[[int], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Plans as PLANS.jsonl objects for a failures frame, in chunks (bounded memory)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from billops.recovery.model import CustomerHistory
     from billops.recovery.timing import CardIndex, plan_timing, route_for
 
-    hist = CustomerHistory.build(history)
-    card_hist = CardIndex.build(history)
+    with ThreadPoolExecutor(max_workers=1) as side:  # the card index builds beside the history
+        cards_later = side.submit(CardIndex.build, history)
+        hist = CustomerHistory.build(history)
+        card_hist = cards_later.result()
     # The customers' history as of each first failure, for all failures at once (one merge).
     failures = failures.reset_index(drop=True)
     first = failures["first_failed_at"] if "first_failed_at" in failures else failures["failed_at"]
@@ -100,7 +104,7 @@ def plan_rows(
                     "invoice_id": p.invoice_id,
                     "recovery_score": p.score,
                     "route": route,
-                    "retries": [t.isoformat().replace("+00:00", "Z") for t in p.retries],
+                    "retries": _iso_z(p.retries),
                     "reasons": [why, *(r for r in p.reasons if r != why)],
                     "recovery_probability": round(p.recovery_probability, 4),
                     "retry_probabilities": [round(q, 4) for q in p.probabilities],
@@ -116,8 +120,6 @@ def plan_rows(
     if workers > 1 and len(starts) > 1:
         # Two chunks at once, each predicting on one core: LightGBM releases the GIL and much of the
         # feature building is numpy, so the second core is busy while the first does Python work.
-        from concurrent.futures import ThreadPoolExecutor
-
         chunk_model = dataclasses.replace(model, threads=1)
         with ThreadPoolExecutor(max_workers=workers) as pool:
             for rows in pool.map(one_chunk, starts):
@@ -127,6 +129,18 @@ def plan_rows(
         for lo in starts:
             out.extend(one_chunk(lo))
     return out
+
+
+def _iso_z(times: list[datetime]) -> list[str]:
+    """UTC times as ISO 8601 with a Z (whole seconds, as the planner's retries are)."""
+    if not times:
+        return []
+    import numpy as np
+
+    if any(t.microsecond or t.utcoffset() for t in times):
+        return [t.isoformat().replace("+00:00", "Z") for t in times]
+    arr = np.array([t.replace(tzinfo=None) for t in times], dtype="datetime64[s]")
+    return [f"{v}Z" for v in np.datetime_as_string(arr, unit="s")]
 
 
 @recovery_app.command("train")

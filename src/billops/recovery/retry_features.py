@@ -82,7 +82,7 @@ WEEKDAYS = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
 
 
 @functools.lru_cache(maxsize=1024)
-def _zone(name: str) -> ZoneInfo:
+def zone_info(name: str) -> ZoneInfo:
     """The zone, kept: zoneinfo's own cache holds only 8 strongly, and a history has hundreds."""
     return ZoneInfo(name)
 
@@ -110,7 +110,7 @@ def local_fields(at: np.ndarray, codes: np.ndarray, zones: list[str]) -> dict[st
             quarter, inverse = np.unique(q, return_inverse=True)
         try:
             idx = pd.DatetimeIndex((quarter * 900).astype("datetime64[s]").astype("datetime64[ns]"))
-            idx = idx.tz_localize("UTC").tz_convert(_zone(zone)).tz_localize(None)
+            idx = idx.tz_localize("UTC").tz_convert(zone_info(zone)).tz_localize(None)
         except Exception:  # an unknown zone (validated on input; the mirror may still hold one): UTC
             continue
         offset = idx.to_numpy().astype("datetime64[s]").astype(np.int64) - quarter * 900

@@ -34,7 +34,6 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
-from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
@@ -56,6 +55,7 @@ from billops.recovery.model import (
 )
 from billops.recovery.plan_dp import choose_retries
 from billops.recovery.planner import NetworkRules
+from billops.recovery.retry_features import zone_info
 from billops.recovery.timing_plan import TimingPlan
 
 HOUR = np.timedelta64(3600, "s")
@@ -395,19 +395,17 @@ def _explain(
     vocab = model.vocab
     zones = f["customer_timezone"].fillna("").astype(str).to_numpy()
     ranked = np.argsort(-np.abs(contrib), axis=1, kind="stable")[:, :8]  # the 8 largest, once per row
-    tzinfo: dict[str, Any] = {}
+    top8 = np.round(np.take_along_axis(contrib, ranked, axis=1), 4).tolist()
     for r, i in enumerate(rows):
         plan = plans[i]
         assert plan is not None
         c = contrib[r]
-        plan.contributions = {FEATURES[j]: round(float(c[j]), 4) for j in ranked[r]}
+        plan.contributions = dict(zip([FEATURES[j] for j in ranked[r]], top8[r], strict=True))
         tz = zones[i] or "UTC"
-        if tz not in tzinfo:
-            try:
-                tzinfo[tz] = ZoneInfo(tz)
-            except Exception:
-                tzinfo[tz] = None
-        local = plan.retries[0].astimezone(tzinfo[tz]) if tzinfo[tz] is not None else plan.retries[0]
+        try:
+            local = plan.retries[0].astimezone(zone_info(tz))
+        except Exception:  # an unknown zone: UTC
+            local = plan.retries[0]
         reasons = [
             f"{len(plan.retries)} retr{'y' if len(plan.retries) == 1 else 'ies'} recover the invoice with "
             f"probability {plan.recovery_probability:.0%} (model {model.version})",
