@@ -237,12 +237,7 @@ def _plan_live(
     valid = (np.arange(t_max)[None, :] < t_len[:, None]) & (best_p >= 0)
     # Only the best max_retries + 4 blocks (by the first retry's chances) stay candidates: the later
     # retries' probabilities move with the first one's across time, so the plan's times are among them.
-    keep_n = min(t_max, k_max + CANDIDATE_BLOCKS_EXTRA)
-    if t_max > keep_n:
-        ranked = np.argsort(-np.where(valid, best_p, -2.0), axis=1, kind="stable")[:, :keep_n]
-        cand = np.zeros_like(valid)
-        np.put_along_axis(cand, ranked, True, axis=1)
-        valid &= cand
+    valid &= _best_blocks(valid, best_p, k_max + CANDIDATE_BLOCKS_EXTRA)
 
     # 1b. The hours between the best scanned hour and its neighbours (every hour is within scan // 2
     # of a scanned one), inside the block and the window.
@@ -277,13 +272,7 @@ def _plan_live(
     )
     pairs = pairs[pairs["c"].to_numpy() != cls[pairs["i"].to_numpy(), 0]]
     if len(pairs):
-        scored = valid.copy()
-        n_scored = min(t_max, k_max + SCORED_BLOCKS_EXTRA)
-        if t_max > n_scored:
-            ranked = np.argsort(-np.where(valid, best_p, -2.0), axis=1, kind="stable")[:, :n_scored]
-            top = np.zeros_like(valid)
-            np.put_along_axis(top, ranked, True, axis=1)
-            scored &= top
+        scored = valid & _best_blocks(valid, best_p, k_max + SCORED_BLOCKS_EXTRA)
         uniq = pairs.drop_duplicates(["i", "c"])
         ui, uc = uniq["i"].to_numpy(), uniq["c"].to_numpy()
         vi, vj = np.nonzero(scored)  # scored blocks, grouped by failure
@@ -343,6 +332,16 @@ def _plan_live(
                 "no retry time before the deadline is worth its cost (success probability × amount "
                 "due below the attempt cost)"
             )
+
+
+def _best_blocks(valid: np.ndarray, best_p: np.ndarray, n: int) -> np.ndarray:
+    """Per failure, its n valid blocks with the best first-retry chances (earliest on ties)."""
+    if valid.shape[1] <= n:
+        return valid.copy()
+    ranked = np.argsort(-np.where(valid, best_p, -2.0), axis=1, kind="stable")[:, :n]
+    top = np.zeros_like(valid)
+    np.put_along_axis(top, ranked, True, axis=1)
+    return valid & top
 
 
 def _logit(p: np.ndarray) -> np.ndarray:
