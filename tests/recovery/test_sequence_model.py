@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from billops.recovery.model import CustomerHistory, feature_matrix, prepare
 from billops.recovery.training import train
@@ -103,14 +104,24 @@ def test_failed_retries_at_good_times_lower_the_later_chances(tmp_path: Path) ->
     assert p_good_hours[0] < p_bad_hours[0] - 0.1, (p_good_hours, p_bad_hours)
 
 
-def test_the_curse_correction_lowers_a_chosen_plans_probability(tmp_path: Path) -> None:
+def test_the_curse_correction_lowers_a_chosen_plans_probability(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import billops.recovery.timing as timing
+
     h = _history(flat=True)
+    screened, _ = train(h, out=tmp_path / "screened", source="the hour is noise")
+    # Every candidate hour scored by the whole model: the plan is a maximum over the model's own noise.
+    monkeypatch.setattr(timing, "SCREEN_FRACTION", 1.0)
     model, _ = train(h, out=tmp_path / "m", source="the hour is noise")
     c = model.manifest["curse_correction"]
     assert c["applied"] and c["plans"] >= 100
     # The chooser's favourite hours are its own noise: the judge sees less at the same times.
     assert c["mean_judged"] < c["mean_chosen"]
     assert c["mean_corrected"] < c["mean_chosen"]
+    # Ranking the hours with the first trees only chooses less of that noise: a smaller curse.
+    s = screened.manifest["curse_correction"]
+    assert s["mean_chosen"] - s["mean_judged"] < c["mean_chosen"] - c["mean_judged"], (s, c)
     # Monotone, 0 stays 0: a better plan never scores lower, no plan scores nothing.
     assert np.all(np.diff(model.curse_y) >= 0) and model.curse_y[0] == 0.0
     assert model.plan_probability([]) == 0.0

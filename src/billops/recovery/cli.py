@@ -95,6 +95,7 @@ def plan_rows(
         amounts = part["amount"].to_numpy()
         so_far = part["attempts_so_far"].to_numpy() if "attempts_so_far" in part else [1] * len(part)
         rows = []
+        retry_times = _iso_z_many([p.retries for p in plans])
         for i, p in enumerate(plans):
             route, why = route_for(
                 p, amount=int(amounts[i]), attempts_so_far=int(so_far[i]), policy=policy.recovery
@@ -104,7 +105,7 @@ def plan_rows(
                     "invoice_id": p.invoice_id,
                     "recovery_score": p.score,
                     "route": route,
-                    "retries": _iso_z(p.retries),
+                    "retries": retry_times[i],
                     "reasons": [why, *(r for r in p.reasons if r != why)],
                     "recovery_probability": round(p.recovery_probability, 4),
                     "retry_probabilities": [round(q, 4) for q in p.probabilities],
@@ -116,6 +117,11 @@ def plan_rows(
             on_chunk(len(part))
         return rows
 
+    # Equal chunks, as many as a multiple of the workers: no worker idles through a short last chunk.
+    n_chunks = -(-len(failures) // max(1, chunk))
+    if workers > 1 and n_chunks > 1:
+        n_chunks = -(-n_chunks // workers) * workers
+    chunk = max(1, -(-len(failures) // max(1, n_chunks)))
     starts = list(range(0, len(failures), chunk))
     if workers > 1 and len(starts) > 1:
         # Two chunks at once, each predicting on one core: LightGBM releases the GIL and much of the
@@ -131,16 +137,21 @@ def plan_rows(
     return out
 
 
-def _iso_z(times: list[datetime]) -> list[str]:
-    """UTC times as ISO 8601 with a Z (whole seconds, as the planner's retries are)."""
-    if not times:
-        return []
+def _iso_z_many(plans: list[list[datetime]]) -> list[list[str]]:
+    """Each plan's UTC times as ISO 8601 with a Z, formatted in one numpy call (whole seconds, as the
+    planner's retries are; other times keep their own isoformat)."""
     import numpy as np
 
-    if any(t.microsecond or t.utcoffset() for t in times):
-        return [t.isoformat().replace("+00:00", "Z") for t in times]
-    arr = np.array([t.replace(tzinfo=None) for t in times], dtype="datetime64[s]")
-    return [f"{v}Z" for v in np.datetime_as_string(arr, unit="s")]
+    flat = [t for times in plans for t in times]
+    if any(t.microsecond or t.utcoffset() for t in flat):
+        return [[t.isoformat().replace("+00:00", "Z") for t in times] for times in plans]
+    arr = np.array([t.replace(tzinfo=None) for t in flat], dtype="datetime64[s]")
+    text = [f"{v}Z" for v in np.datetime_as_string(arr, unit="s")]
+    out, lo = [], 0
+    for times in plans:
+        out.append(text[lo : lo + len(times)])
+        lo += len(times)
+    return out
 
 
 @recovery_app.command("train")

@@ -26,6 +26,7 @@ import os
 import platform as _platform
 import shutil
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -101,6 +102,7 @@ PARAMS: dict[str, Any] = {
     "force_row_wise": True,
 }
 MAX_ROUNDS = 200
+_SCREENS_LOCK = threading.Lock()
 
 
 # ---------------------------------------------------------------------------------------------- history
@@ -224,6 +226,8 @@ class RecoveryModel:
     sequence_booster: Any = None
     seq_x: np.ndarray = field(default_factory=lambda: np.array([0.0, 1.0]))
     seq_y: np.ndarray = field(default_factory=lambda: np.array([0.0, 1.0]))
+    # Boosters of the first n trees (`screen`), built on first use; `dataclasses.replace` shares them.
+    screens: dict[int, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def predict_sequence(self, x: np.ndarray, evidence: np.ndarray, gap_hours: np.ndarray) -> np.ndarray:
         """Calibrated P(success) of retries given the earlier retries' summed probabilities
@@ -240,6 +244,26 @@ class RecoveryModel:
 
     def raw(self, x: np.ndarray) -> np.ndarray:
         return np.asarray(self.booster.predict(x, num_threads=self.threads), dtype=np.float64)
+
+    @property
+    def num_trees(self) -> int:
+        return int(self.booster.num_trees())
+
+    def screen(self, x: np.ndarray, trees: int) -> np.ndarray:
+        """The first `trees` trees' uncalibrated score in (0, 1): a cheap ranking of candidate times.
+        They are a Booster of their own: threads may share a Booster only while they all predict with
+        the same number of iterations (LightGBM issues #666, #6142), so the main one never gets
+        `num_iteration`."""
+        booster = self.screens.get(trees)
+        if booster is None:
+            import lightgbm
+
+            with _SCREENS_LOCK:
+                booster = self.screens.get(trees)
+                if booster is None:
+                    text = self.booster.model_to_string(num_iteration=trees)
+                    booster = self.screens[trees] = lightgbm.Booster(model_str=text)
+        return np.asarray(booster.predict(x, num_threads=self.threads), dtype=np.float64)
 
     def calibrate(self, raw: np.ndarray) -> np.ndarray:
         return np.interp(raw, self.knots_x, self.knots_y)

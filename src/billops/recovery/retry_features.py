@@ -176,9 +176,7 @@ class CustomerHistory:
         first_at = pd.Series(times).groupby(inv, sort=False).transform("first").to_numpy()
         lag_days = ((times - first_at) / np.timedelta64(1, "s")) / 86400.0
         won = succ & is_retry
-        parts = local_parts(
-            a["attempted_at"][won].reset_index(drop=True), a["customer_timezone"][won].reset_index(drop=True)
-        )
+        parts = all_parts[won].reset_index(drop=True)
         w = pd.DataFrame({"one": np.ones(int(won.sum()), dtype=np.int64), "lag": lag_days[won]})
         for b in range(31):
             w[f"d{b}"] = (parts["day"].to_numpy() == b + 1).astype(np.int64)
