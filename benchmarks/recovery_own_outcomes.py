@@ -46,7 +46,7 @@ def one_world(name: str, args: argparse.Namespace, policy: Any, rules: Any) -> d
 
     from billops.recovery.cli import plan_rows
     from billops.recovery.training import train
-    from billops.recovery.worlds import _play, expected_calibration_error
+    from billops.recovery.worlds import expected_calibration_error, play_plans
     from billops.sim.business import add_months
     from billops.sim.payers import World
     from billops.sim.world_params import WORLDS
@@ -69,8 +69,8 @@ def one_world(name: str, args: argparse.Namespace, policy: Any, rules: Any) -> d
         rows = plan_rows(model, failures, world.history(until=lo), max_retries=8, policy=policy, rules=rules)
         plans = [[datetime.fromisoformat(t.replace("Z", "+00:00")) for t in r["retries"]] for r in rows]
         pred = np.array([float(r["recovery_probability"]) if r["retries"] else 0.0 for r in rows])
-        once = _play(world, failures, plans, 0)[0] > 0
-        share = np.mean([_play(world, failures, plans, lk)[0] > 0 for lk in range(args.luck)], axis=0)
+        once = play_plans(world, failures, plans, 0)[0] > 0
+        share = np.mean([play_plans(world, failures, plans, lk)[0] > 0 for lk in range(args.luck)], axis=0)
         months[label] = (pred, once.astype(float), share)
     p1, y1, _ = months["month1"]
     p2, _, share2 = months["month2"]

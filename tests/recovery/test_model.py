@@ -338,9 +338,7 @@ def test_the_screened_scan_finds_as_good_plans_as_the_full_scan(
     import billops.recovery.timing as timing
 
     failures = trained.failures.head(300)
-    trees = trained.model.num_trees
-    screen = max(timing.SCREEN_MIN_TREES, round(timing.SCREEN_FRACTION * trees))
-    assert 0 < screen < trees, "the test model must be large enough to be screened"
+    assert timing.screen_trees(trained.model.num_trees) > 0, "the test model must be large enough to screen"
     screened = plans_for(trained, failures)
     monkeypatch.setattr(timing, "SCREEN_FRACTION", 1.0)  # screen = every tree: no screening
     full = plans_for(trained, failures)

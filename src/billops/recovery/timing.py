@@ -233,8 +233,7 @@ def _plan_live(
     # 1. Scan every `scan` hours for the first retry's case; each block keeps its best hour.
     ri = np.repeat(np.arange(m), n_scan)
     rs = np.arange(int(n_scan.sum())) - np.repeat(np.cumsum(n_scan) - n_scan, n_scan)
-    screen = max(SCREEN_MIN_TREES, round(SCREEN_FRACTION * model.num_trees))
-    screen = screen if screen < model.num_trees else 0
+    screen = screen_trees(model.num_trees)
     x_scan = assemble(st, live[ri], st_live[ri] + rs * scan * HOUR, cls[ri, 0])
     p_scan = model.screen(x_scan, screen) if screen else model.predict(x_scan)
     padded = np.full((m, t_max * int(step.max())), -1.0)
@@ -254,7 +253,7 @@ def _plan_live(
         best_p[vi, vj] = model.predict(x_scan[scan_row])
     # Only the best max_retries + 4 blocks (by the first retry's chances) stay candidates: the later
     # retries' probabilities move with the first one's across time, so the plan's times are among them.
-    valid &= _best_blocks(valid, best_p, k_max + CANDIDATE_BLOCKS_EXTRA)
+    valid = _best_blocks(valid, best_p, k_max + CANDIDATE_BLOCKS_EXTRA)
 
     # 1b. A local search around each block's best scanned hour, at the best max_retries +
     # REFINED_BLOCKS_EXTRA blocks only (the plan's picks are among them): ±scan//2 hours, then the
@@ -291,7 +290,7 @@ def _plan_live(
     )
     pairs = pairs[pairs["c"].to_numpy() != cls[pairs["i"].to_numpy(), 0]]
     if len(pairs):
-        scored = valid & _best_blocks(valid, best_p, k_max + SCORED_BLOCKS_EXTRA)
+        scored = _best_blocks(valid, best_p, k_max + SCORED_BLOCKS_EXTRA)
         uniq = pairs.drop_duplicates(["i", "c"])
         ui, uc = uniq["i"].to_numpy(), uniq["c"].to_numpy()
         vi, vj = np.nonzero(scored)  # scored blocks, grouped by failure
@@ -355,6 +354,12 @@ def _plan_live(
                 "no retry time before the deadline is worth its cost (success probability × amount "
                 "due below the attempt cost)"
             )
+
+
+def screen_trees(n_trees: int) -> int:
+    """How many of the model's first trees rank the scanned hours (0: the model is too small to screen)."""
+    n = max(SCREEN_MIN_TREES, round(SCREEN_FRACTION * n_trees))
+    return n if n < n_trees else 0
 
 
 def _best_blocks(valid: np.ndarray, best_p: np.ndarray, n: int) -> np.ndarray:

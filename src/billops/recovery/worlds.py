@@ -109,7 +109,7 @@ def bootstrap_ratio(
     return point, float(lo), float(hi)
 
 
-def _play(
+def play_plans(
     world: Any, failures: pd.DataFrame, plans: list[list[datetime]], luck: int
 ) -> tuple[np.ndarray, int]:
     """Per-invoice recovered amount and the attempts made (stopping at the first success)."""
@@ -203,7 +203,7 @@ def evaluate_world(
         per_luck[pname] = []
         tries0 = 0
         for lk in range(luck):
-            got, tries = _play(world, failures, pl, lk)
+            got, tries = play_plans(world, failures, pl, lk)
             per_luck[pname].append(got)
             if lk == 0:
                 tries0 = tries
